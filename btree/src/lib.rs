@@ -1,0 +1,3 @@
+//! The copy-on-write B+tree that stores one partition's items.
+//!
+//! (Being built under issue 2; see ARCHITECTURE.md.)
