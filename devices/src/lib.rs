@@ -5,3 +5,6 @@
 //! This crate holds the production implementations of those traits on glommio DMA files
 //! (O_DIRECT, io_uring), and the workarounds for glommio's traps that
 //! `../shared/GLOMMIO-NOTES.md` lists, in one place that every daemon shares.
+
+pub mod block_device;
+pub mod page_store;

@@ -1,0 +1,1 @@
+//! The WAL's block device on glommio DMA files (issue 3).

@@ -1,0 +1,1 @@
+//! The B-tree's page store on a glommio DMA file (issue 2).
