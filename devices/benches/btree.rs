@@ -252,24 +252,27 @@ async fn run_two_pass(
     })
 }
 
-/// Bulk insert: `batch(b)` writes batch `b` (not durable), `finish()` makes it all durable.
-async fn run_bulk(
-    p: &Params,
-    mut batch: impl AsyncFnMut(u64, u64) -> Result<()>,
-    finish: impl AsyncFnOnce() -> Result<()>,
-) -> Result<Outcome> {
+/// One step of a bulk load: write items `first..end` (not durable yet), or make all durable.
+#[derive(Clone, Copy)]
+enum Bulk {
+    Batch(u64, u64),
+    Finish,
+}
+
+/// Bulk insert: `step(Bulk::Batch(..))` for every batch, then `step(Bulk::Finish)` once.
+async fn run_bulk(p: &Params, mut step: impl AsyncFnMut(Bulk) -> Result<()>) -> Result<Outcome> {
     let mut h = histogram();
     let start = Instant::now();
     let mut first = 0;
     while first < p.items {
         let end = (first + BATCH).min(p.items);
         let t = Instant::now();
-        batch(first, end).await?;
+        step(Bulk::Batch(first, end)).await?;
         record(&mut h, t.elapsed());
         first = end;
     }
     let t = Instant::now();
-    finish().await?;
+    step(Bulk::Finish).await?;
     let final_sync = t.elapsed();
     Ok(Outcome {
         ops: p.items,
@@ -306,6 +309,10 @@ fn warm_field(d: Duration) -> (&'static str, String) {
     ("warm_s", format!("{:.2}", d.as_secs_f64()))
 }
 
+fn file_bytes(path: &Path) -> Result<(&'static str, String)> {
+    Ok(("file_bytes", std::fs::metadata(path)?.len().to_string()))
+}
+
 fn check_warm(seen: u64, p: &Params) -> Result<()> {
     if seen < p.items {
         return Err(format!("warm-up read {seen} items, expected at least {}", p.items).into());
@@ -338,28 +345,25 @@ mod redb_engine {
                 .set_cache_size(CACHE_BYTES)
                 .create(path(dir))?;
             let db = &db;
-            return run_bulk(
-                p,
-                async |first, end| {
-                    let mut tx = db.begin_write()?;
-                    tx.set_durability(Durability::None)?;
-                    {
+            let mut out = run_bulk(p, async |step| {
+                let mut tx = db.begin_write()?;
+                match step {
+                    Bulk::Batch(first, end) => {
+                        tx.set_durability(Durability::None)?;
                         let mut t = tx.open_table(TABLE)?;
                         for i in first..end {
                             t.insert(&key(i)[..], &value(i)[..])?;
                         }
                     }
-                    tx.commit()?;
-                    Ok(())
-                },
-                async || {
-                    let mut tx = db.begin_write()?;
-                    tx.set_durability(Durability::Immediate)?;
-                    tx.commit()?;
-                    Ok(())
-                },
-            )
-            .await;
+                    // An empty Immediate commit makes the non-durable ones before it durable.
+                    Bulk::Finish => tx.set_durability(Durability::Immediate)?,
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+            out.extra.push(file_bytes(&path(dir))?);
+            return Ok(out);
         }
         let db = open(dir)?;
         let (warm, mut out) = {
@@ -432,6 +436,7 @@ mod redb_engine {
             (warm, out)
         };
         out.extra.push(warm_field(warm));
+        out.extra.push(file_bytes(&path(dir))?);
         Ok(out)
     }
 }
@@ -466,22 +471,22 @@ mod lmdb_engine {
             .unwrap_commit();
         if case == "bulk_insert" {
             let env = &env;
-            return run_bulk(
-                p,
-                async |first, end| {
-                    let mut w = env.write_txn()?;
-                    for i in first..end {
-                        db.put(&mut w, &key(i), &value(i))?;
+            let mut out = run_bulk(p, async |step| {
+                match step {
+                    Bulk::Batch(first, end) => {
+                        let mut w = env.write_txn()?;
+                        for i in first..end {
+                            db.put(&mut w, &key(i), &value(i))?;
+                        }
+                        w.commit()?;
                     }
-                    w.commit()?;
-                    Ok(())
-                },
-                async || {
-                    env.force_sync()?;
-                    Ok(())
-                },
-            )
-            .await;
+                    Bulk::Finish => env.force_sync()?,
+                }
+                Ok(())
+            })
+            .await?;
+            out.extra.push(file_bytes(&dir.join("data.mdb"))?);
+            return Ok(out);
         }
         let start = Instant::now();
         let mut out = {
@@ -551,10 +556,7 @@ mod lmdb_engine {
             out.extra.push(warm_field(warm));
             out
         };
-        out.extra.push((
-            "file_bytes",
-            std::fs::metadata(dir.join("data.mdb"))?.len().to_string(),
-        ));
+        out.extra.push(file_bytes(&dir.join("data.mdb"))?);
         Ok(out)
     }
 }
