@@ -7,4 +7,5 @@
 //! `../shared/GLOMMIO-NOTES.md` lists, in one place that every daemon shares.
 
 pub mod block_device;
+pub mod dma;
 pub mod page_store;
