@@ -1,0 +1,72 @@
+//! Every limit of the tree in one place, with units last in the names.
+//!
+//! The `const _: () = assert!(..)` lines state how the limits relate, so that a change to
+//! one that breaks another fails the build instead of a test.
+
+/// Longest key, in bytes (DynamoDB: 2 KiB partition key + 1 KiB sort key + a hash, rounded up).
+pub const KEY_BYTES_MAX: usize = 4096;
+/// Longest value, in bytes: DynamoDB's item limit, exactly 400 KiB.
+pub const VALUE_BYTES_MAX: usize = 400 * 1024;
+/// Smallest page, in bytes.
+pub const PAGE_BYTES_MIN: usize = 4096;
+/// Largest page, in bytes (offsets inside a page fit a `u32`; cell lengths fit their fields).
+pub const PAGE_BYTES_MAX: usize = 65536;
+/// Default page size, in bytes.
+pub const PAGE_BYTES_DEFAULT: usize = 4096;
+/// Bytes of the header every page starts with (see DESIGN.md, "Page header").
+pub const PAGE_HEADER_BYTES: usize = 32;
+/// Bytes of a leaf cell's fixed part: key length u16, flags u8, reserved u8, value length u32.
+pub const LEAF_CELL_HEADER_BYTES: usize = 8;
+/// Bytes of a branch cell's fixed part: key length u16, flags u8, reserved u8, child u64.
+pub const BRANCH_CELL_HEADER_BYTES: usize = 12;
+/// Bytes a key or value takes in a cell when it lives in overflow pages (the first page id).
+pub const OUT_OF_LINE_REF_BYTES: usize = 8;
+/// The fewest cells every node page can hold: each cell is at most 1/CELLS_PER_PAGE_MIN of
+/// the page body, so a split of an overfull page always yields two pages that fit.
+pub const CELLS_PER_PAGE_MIN: usize = 4;
+/// Page writes a checkpoint keeps in flight at once, by default.
+pub const CHECKPOINT_WRITES_IN_FLIGHT_DEFAULT: usize = 32;
+/// Default page cache budget, in bytes.
+pub const CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
+/// Meta slots (pages 0 and 1), written alternately.
+pub const META_SLOT_COUNT: u64 = 2;
+/// Bytes of a freelist page's fixed body part (next page id).
+pub const FREELIST_BODY_HEADER_BYTES: usize = 8;
+/// Bytes of one freelist range (start u64, length u64).
+pub const FREELIST_RANGE_BYTES: usize = 16;
+
+/// The largest cell (fixed part included) a node page of `page_bytes` accepts.
+pub const fn cell_bytes_max(page_bytes: usize) -> usize {
+    (page_bytes - PAGE_HEADER_BYTES) / CELLS_PER_PAGE_MIN
+}
+
+/// The longest key stored inside its cell; longer keys go to overflow pages on disk.
+pub const fn key_inline_bytes_max(page_bytes: usize) -> usize {
+    // The worst cell holding an inline key: a branch cell, or a leaf cell whose value is out
+    // of line. Both must fit `cell_bytes_max`.
+    cell_bytes_max(page_bytes) - BRANCH_CELL_HEADER_BYTES - OUT_OF_LINE_REF_BYTES
+}
+
+/// Payload bytes of one overflow page.
+pub const fn overflow_payload_bytes(page_bytes: usize) -> usize {
+    page_bytes - PAGE_HEADER_BYTES
+}
+
+const _: () = assert!(PAGE_BYTES_MIN.is_power_of_two() && PAGE_BYTES_MAX.is_power_of_two());
+const _: () = assert!(PAGE_BYTES_MIN <= PAGE_BYTES_DEFAULT && PAGE_BYTES_DEFAULT <= PAGE_BYTES_MAX);
+// Offsets and lengths inside a page are stored in u32, key lengths in u16.
+const _: () = assert!(PAGE_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(KEY_BYTES_MAX <= u16::MAX as usize);
+// The value length field keeps its top bit free.
+const _: () = assert!(VALUE_BYTES_MAX < (1 << 31));
+// Even the smallest page keeps a useful inline key (24-byte keys must stay inline).
+const _: () = assert!(key_inline_bytes_max(PAGE_BYTES_MIN) >= 512);
+// A leaf cell with an out-of-line key and value fits any page.
+const _: () =
+    assert!(LEAF_CELL_HEADER_BYTES + 2 * OUT_OF_LINE_REF_BYTES <= cell_bytes_max(PAGE_BYTES_MIN));
+// A freelist page holds at least one range.
+const _: () = assert!(
+    PAGE_HEADER_BYTES + FREELIST_BODY_HEADER_BYTES + FREELIST_RANGE_BYTES <= PAGE_BYTES_MIN
+);
+// The meta slot body fits in the smallest page.
+const _: () = assert!(PAGE_HEADER_BYTES + 64 <= PAGE_BYTES_MIN);

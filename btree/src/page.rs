@@ -1,0 +1,865 @@
+//! Page formats (bytes on disk) and the in-memory node a page decodes into.
+//!
+//! See DESIGN.md for the byte diagrams. Decoding checks everything it reads (checksum, kind,
+//! id, bounds, lengths, key order) and returns `Error::CorruptPage` naming the page; it never
+//! panics on any input (a fuzz target and a proptest hold it to that).
+
+use crate::error::Error;
+use crate::limits::*;
+
+/// Page kinds, byte 4 of the header.
+pub const KIND_META: u8 = 1;
+/// A leaf: keys and values.
+pub const KIND_LEAF: u8 = 2;
+/// A branch: separator keys and child page ids.
+pub const KIND_BRANCH: u8 = 3;
+/// An overflow page: a slice of a long value or key.
+pub const KIND_OVERFLOW: u8 = 4;
+/// A freelist page: ranges of free page ids, chained.
+pub const KIND_FREELIST: u8 = 5;
+/// On-disk format version, byte 5 of the header.
+pub const FORMAT_VERSION: u8 = 1;
+/// Meta slot magic, "PCBTREE1".
+pub const META_MAGIC: u64 = u64::from_le_bytes(*b"PCBTREE1");
+/// "No page" in a page-id field.
+pub const NO_PAGE: u64 = u64::MAX;
+
+/// Cell flag: the key lives in overflow pages.
+pub const FLAG_LONG_KEY: u8 = 1;
+/// Cell flag: the value lives in overflow pages.
+pub const FLAG_OVERFLOW_VALUE: u8 = 2;
+
+pub(crate) fn rd_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+pub(crate) fn rd_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+pub(crate) fn rd_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+fn wr_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn wr_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn wr_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The fields of the 32-byte header every page starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Page kind (`KIND_*`).
+    pub kind: u8,
+    /// The page's own id (catches misdirected writes).
+    pub page_id: u64,
+    /// The checkpoint transaction that wrote the page.
+    pub txn: u64,
+    /// Cells (leaf, branch), ranges (freelist), 0 (meta, overflow).
+    pub count: u32,
+    /// Payload bytes (overflow); 0 otherwise.
+    pub aux: u32,
+}
+
+/// Writes `h` into `buf` and seals the page with its crc32 (over bytes 4..).
+pub fn seal(buf: &mut [u8], h: Header) {
+    buf[4] = h.kind;
+    buf[5] = FORMAT_VERSION;
+    wr_u16(buf, 6, 0);
+    wr_u64(buf, 8, h.page_id);
+    wr_u64(buf, 16, h.txn);
+    wr_u32(buf, 24, h.count);
+    wr_u32(buf, 28, h.aux);
+    let crc = crc32fast::hash(&buf[4..]);
+    wr_u32(buf, 0, crc);
+}
+
+/// Checks a page's size, checksum, version and id; returns its header.
+pub fn open_header(buf: &[u8], page_id: u64) -> Result<Header, Error> {
+    let bad = |reason| Error::CorruptPage { page_id, reason };
+    if buf.len() < PAGE_BYTES_MIN || buf.len() > PAGE_BYTES_MAX || !buf.len().is_power_of_two() {
+        return Err(bad("page length is not a valid page size"));
+    }
+    if rd_u32(buf, 0) != crc32fast::hash(&buf[4..]) {
+        return Err(bad("checksum mismatch"));
+    }
+    if buf[5] != FORMAT_VERSION {
+        return Err(bad("unknown format version"));
+    }
+    let h = Header {
+        kind: buf[4],
+        page_id: rd_u64(buf, 8),
+        txn: rd_u64(buf, 16),
+        count: rd_u32(buf, 24),
+        aux: rd_u32(buf, 28),
+    };
+    if h.page_id != page_id {
+        return Err(bad("page id in header differs from its location"));
+    }
+    if !(KIND_META..=KIND_FREELIST).contains(&h.kind) {
+        return Err(bad("unknown page kind"));
+    }
+    Ok(h)
+}
+
+/// A key as a page holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRef<'a> {
+    /// In the cell.
+    Inline(&'a [u8]),
+    /// In `pages_for(len)` overflow pages starting at `first`.
+    Long {
+        /// First overflow page.
+        first: u64,
+        /// Key length in bytes.
+        len: usize,
+    },
+}
+
+/// A value as a leaf holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValRef<'a> {
+    /// In the cell.
+    Inline(&'a [u8]),
+    /// In overflow pages starting at `first`.
+    Overflow {
+        /// First overflow page.
+        first: u64,
+        /// Value length in bytes.
+        len: usize,
+    },
+}
+
+/// A meta slot's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaSlot {
+    /// The checkpoint's transaction number (the newer valid slot wins).
+    pub txn: u64,
+    /// Page size the file was made with.
+    pub page_size: u32,
+    /// Root page.
+    pub root: u64,
+    /// Tree height (1 = the root is a leaf).
+    pub depth: u32,
+    /// Pages in use: every page id is below it.
+    pub high_water: u64,
+    /// Items in the tree.
+    pub item_count: u64,
+    /// First freelist page (NO_PAGE: none).
+    pub freelist_head: u64,
+    /// Freelist pages in the chain.
+    pub freelist_pages: u64,
+}
+
+/// A decoded page, borrowing the page's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageView<'a> {
+    /// A meta slot.
+    Meta(MetaSlot),
+    /// A leaf's cells, in key order.
+    Leaf(Vec<(KeyRef<'a>, ValRef<'a>)>),
+    /// A branch's cells: (separator, child); the first separator is empty.
+    Branch(Vec<(KeyRef<'a>, u64)>),
+    /// An overflow page's payload.
+    Overflow(&'a [u8]),
+    /// A freelist page: the next page in the chain and its ranges (start, length).
+    Freelist {
+        /// Next freelist page, or NO_PAGE.
+        next: u64,
+        /// Free ranges.
+        ranges: Vec<(u64, u64)>,
+    },
+}
+
+/// Pages an overflow run of `len` bytes takes.
+pub fn pages_for(len: usize, page_size: usize) -> u64 {
+    len.div_ceil(overflow_payload_bytes(page_size)) as u64
+}
+
+/// Decodes any page, checking every field against `page_id` and the page size (= `buf.len()`).
+pub fn decode(buf: &[u8], page_id: u64) -> Result<PageView<'_>, Error> {
+    let h = open_header(buf, page_id)?;
+    let bad = |reason| Error::CorruptPage { page_id, reason };
+    let page = buf.len();
+    let count = h.count as usize;
+    match h.kind {
+        KIND_META => {
+            let b = PAGE_HEADER_BYTES;
+            if rd_u64(buf, b) != META_MAGIC {
+                return Err(bad("meta magic missing"));
+            }
+            let m = MetaSlot {
+                txn: h.txn,
+                page_size: rd_u32(buf, b + 8),
+                depth: rd_u32(buf, b + 12),
+                root: rd_u64(buf, b + 16),
+                high_water: rd_u64(buf, b + 24),
+                item_count: rd_u64(buf, b + 32),
+                freelist_head: rd_u64(buf, b + 40),
+                freelist_pages: rd_u64(buf, b + 48),
+            };
+            if m.page_size as usize != page {
+                return Err(bad("meta page size differs from the store's"));
+            }
+            if m.root < META_SLOT_COUNT || m.root >= m.high_water {
+                return Err(bad("meta root out of range"));
+            }
+            if m.depth == 0 || m.depth > 64 {
+                return Err(bad("meta depth out of range"));
+            }
+            if m.freelist_head != NO_PAGE
+                && (m.freelist_head < META_SLOT_COUNT || m.freelist_head >= m.high_water)
+            {
+                return Err(bad("meta freelist head out of range"));
+            }
+            Ok(PageView::Meta(m))
+        }
+        KIND_OVERFLOW => {
+            let n = h.aux as usize;
+            if n == 0 || n > overflow_payload_bytes(page) {
+                return Err(bad("overflow payload length out of range"));
+            }
+            Ok(PageView::Overflow(
+                &buf[PAGE_HEADER_BYTES..PAGE_HEADER_BYTES + n],
+            ))
+        }
+        KIND_FREELIST => {
+            let at = PAGE_HEADER_BYTES + FREELIST_BODY_HEADER_BYTES;
+            if count > (page - at) / FREELIST_RANGE_BYTES {
+                return Err(bad("freelist range count too large"));
+            }
+            let next = rd_u64(buf, PAGE_HEADER_BYTES);
+            let mut ranges = Vec::with_capacity(count);
+            for i in 0..count {
+                let o = at + i * FREELIST_RANGE_BYTES;
+                let (start, len) = (rd_u64(buf, o), rd_u64(buf, o + 8));
+                if len == 0 || start.checked_add(len).is_none() {
+                    return Err(bad("freelist range invalid"));
+                }
+                ranges.push((start, len));
+            }
+            Ok(PageView::Freelist { next, ranges })
+        }
+        KIND_LEAF | KIND_BRANCH => {
+            let leaf = h.kind == KIND_LEAF;
+            let inline_max = key_inline_bytes_max(page);
+            let mut at = PAGE_HEADER_BYTES;
+            let mut leaf_cells = Vec::new();
+            let mut branch_cells = Vec::new();
+            let fixed = if leaf {
+                LEAF_CELL_HEADER_BYTES
+            } else {
+                BRANCH_CELL_HEADER_BYTES
+            };
+            if count > (page - PAGE_HEADER_BYTES) / fixed {
+                return Err(bad("cell count too large"));
+            }
+            let mut prev: Option<&[u8]> = None;
+            for i in 0..count {
+                if at + fixed > page {
+                    return Err(bad("cell header past the page end"));
+                }
+                let klen = rd_u16(buf, at) as usize;
+                let flags = buf[at + 2];
+                if buf[at + 3] != 0 || flags & !(FLAG_LONG_KEY | FLAG_OVERFLOW_VALUE) != 0 {
+                    return Err(bad("unknown cell flags"));
+                }
+                if klen > KEY_BYTES_MAX {
+                    return Err(bad("key longer than the limit"));
+                }
+                let long = flags & FLAG_LONG_KEY != 0;
+                if long != (klen > inline_max) {
+                    return Err(bad("key placement disagrees with its length"));
+                }
+                let word = if leaf {
+                    rd_u32(buf, at + 4) as u64
+                } else {
+                    rd_u64(buf, at + 4)
+                };
+                at += fixed;
+                let key = if long {
+                    if at + 8 > page {
+                        return Err(bad("long key reference past the page end"));
+                    }
+                    let first = rd_u64(buf, at);
+                    at += 8;
+                    if first.checked_add(pages_for(klen, page)).is_none() {
+                        return Err(bad("long key run out of range"));
+                    }
+                    KeyRef::Long { first, len: klen }
+                } else {
+                    if at + klen > page {
+                        return Err(bad("key past the page end"));
+                    }
+                    let k = &buf[at..at + klen];
+                    at += klen;
+                    if let Some(p) = prev {
+                        if p >= k {
+                            return Err(bad("keys out of order"));
+                        }
+                    }
+                    prev = Some(k);
+                    KeyRef::Inline(k)
+                };
+                if !leaf {
+                    if i == 0 && key != KeyRef::Inline(&[]) {
+                        return Err(bad("first branch key is not empty"));
+                    }
+                    if word == NO_PAGE || word < META_SLOT_COUNT {
+                        return Err(bad("child page id out of range"));
+                    }
+                    branch_cells.push((key, word));
+                    continue;
+                }
+                let vlen = word as usize;
+                if vlen > VALUE_BYTES_MAX {
+                    return Err(bad("value longer than the limit"));
+                }
+                let key_disk = if long { OUT_OF_LINE_REF_BYTES } else { klen };
+                let ovf = flags & FLAG_OVERFLOW_VALUE != 0;
+                if ovf != (LEAF_CELL_HEADER_BYTES + key_disk + vlen > cell_bytes_max(page)) {
+                    return Err(bad("value placement disagrees with its length"));
+                }
+                let val = if ovf {
+                    if at + 8 > page {
+                        return Err(bad("overflow reference past the page end"));
+                    }
+                    let first = rd_u64(buf, at);
+                    at += 8;
+                    if first.checked_add(pages_for(vlen, page)).is_none() {
+                        return Err(bad("overflow run out of range"));
+                    }
+                    ValRef::Overflow { first, len: vlen }
+                } else {
+                    if at + vlen > page {
+                        return Err(bad("value past the page end"));
+                    }
+                    let v = &buf[at..at + vlen];
+                    at += vlen;
+                    ValRef::Inline(v)
+                };
+                leaf_cells.push((key, val));
+            }
+            if leaf {
+                Ok(PageView::Leaf(leaf_cells))
+            } else {
+                if branch_cells.is_empty() {
+                    return Err(bad("branch without children"));
+                }
+                Ok(PageView::Branch(branch_cells))
+            }
+        }
+        _ => Err(bad("unknown page kind")),
+    }
+}
+
+/// Encodes a meta slot into a page buffer.
+pub fn encode_meta(buf: &mut [u8], slot_page: u64, m: &MetaSlot) {
+    buf.fill(0);
+    let b = PAGE_HEADER_BYTES;
+    wr_u64(buf, b, META_MAGIC);
+    wr_u32(buf, b + 8, m.page_size);
+    wr_u32(buf, b + 12, m.depth);
+    wr_u64(buf, b + 16, m.root);
+    wr_u64(buf, b + 24, m.high_water);
+    wr_u64(buf, b + 32, m.item_count);
+    wr_u64(buf, b + 40, m.freelist_head);
+    wr_u64(buf, b + 48, m.freelist_pages);
+    seal(
+        buf,
+        Header {
+            kind: KIND_META,
+            page_id: slot_page,
+            txn: m.txn,
+            count: 0,
+            aux: 0,
+        },
+    );
+}
+
+/// Encodes a freelist page.
+pub fn encode_freelist(buf: &mut [u8], page_id: u64, txn: u64, next: u64, ranges: &[(u64, u64)]) {
+    buf.fill(0);
+    wr_u64(buf, PAGE_HEADER_BYTES, next);
+    let at = PAGE_HEADER_BYTES + FREELIST_BODY_HEADER_BYTES;
+    for (i, (s, l)) in ranges.iter().enumerate() {
+        wr_u64(buf, at + i * FREELIST_RANGE_BYTES, *s);
+        wr_u64(buf, at + i * FREELIST_RANGE_BYTES + 8, *l);
+    }
+    let count = ranges.len() as u32;
+    seal(
+        buf,
+        Header {
+            kind: KIND_FREELIST,
+            page_id,
+            txn,
+            count,
+            aux: 0,
+        },
+    );
+}
+
+/// Ranges one freelist page holds.
+pub fn freelist_ranges_per_page(page: usize) -> usize {
+    (page - PAGE_HEADER_BYTES - FREELIST_BODY_HEADER_BYTES) / FREELIST_RANGE_BYTES
+}
+
+/// Encodes an overflow page holding `payload`.
+pub fn encode_overflow(buf: &mut [u8], page_id: u64, txn: u64, payload: &[u8]) {
+    buf[PAGE_HEADER_BYTES..PAGE_HEADER_BYTES + payload.len()].copy_from_slice(payload);
+    buf[PAGE_HEADER_BYTES + payload.len()..].fill(0);
+    let aux = payload.len() as u32;
+    seal(
+        buf,
+        Header {
+            kind: KIND_OVERFLOW,
+            page_id,
+            txn,
+            count: 0,
+            aux,
+        },
+    );
+}
+
+/// One entry of a node: where its key (and, in a leaf, its value) sit in the node's buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ent {
+    pub off: u32,
+    /// Value length (leaf; for an overflow value: the whole value's length).
+    pub vlen: u32,
+    pub klen: u16,
+    /// FLAG_OVERFLOW_VALUE (leaf): the buffer holds the first overflow page id (8 bytes).
+    pub flags: u8,
+}
+
+/// A node in memory: one page's entries, keys always whole (long keys fetched at load).
+///
+/// # Memory layout
+/// ```text
+/// buf:  [key0][val0][key1][val1] ...   (appended; deleted bytes become garbage)
+/// ents: [Ent{off,klen,vlen,flags}; n]  (sorted by key: binary search here)
+/// kids: [child page id; n]             (branch only; ents[0]'s key is empty)
+/// ```
+/// Warm reads search this directly; nothing is decoded per read.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub leaf: bool,
+    pub buf: Vec<u8>,
+    pub ents: Vec<Ent>,
+    pub kids: Vec<u64>,
+    /// Bytes this node takes when encoded, header included.
+    pub disk: usize,
+    garbage: usize,
+}
+
+impl Node {
+    pub fn new(leaf: bool) -> Self {
+        Node {
+            leaf,
+            buf: Vec::new(),
+            ents: Vec::new(),
+            kids: Vec::new(),
+            disk: PAGE_HEADER_BYTES,
+            garbage: 0,
+        }
+    }
+
+    #[inline]
+    pub fn key(&self, i: usize) -> &[u8] {
+        let e = &self.ents[i];
+        &self.buf[e.off as usize..e.off as usize + e.klen as usize]
+    }
+
+    /// The stored value bytes: the value itself, or the 8-byte first overflow page id.
+    #[inline]
+    pub fn val_raw(&self, i: usize) -> &[u8] {
+        let e = &self.ents[i];
+        let at = e.off as usize + e.klen as usize;
+        let n = if e.flags & FLAG_OVERFLOW_VALUE != 0 {
+            8
+        } else {
+            e.vlen as usize
+        };
+        &self.buf[at..at + n]
+    }
+
+    pub fn overflow_first(&self, i: usize) -> Option<u64> {
+        (self.ents[i].flags & FLAG_OVERFLOW_VALUE != 0).then(|| rd_u64(self.val_raw(i), 0))
+    }
+
+    pub fn len(&self) -> usize {
+        self.ents.len()
+    }
+
+    /// Leaf: Ok(i) if key i equals `key`, Err(i) where it would go.
+    #[inline]
+    pub fn search(&self, key: &[u8]) -> Result<usize, usize> {
+        self.ents.binary_search_by(|e| {
+            self.buf[e.off as usize..e.off as usize + e.klen as usize].cmp(key)
+        })
+    }
+
+    /// Branch: the child whose range holds `key` (the last separator <= key).
+    #[inline]
+    pub fn child_index(&self, key: &[u8]) -> usize {
+        let seps = &self.ents[1..];
+        seps.partition_point(|e| &self.buf[e.off as usize..e.off as usize + e.klen as usize] <= key)
+    }
+
+    pub fn cell_disk(leaf: bool, page: usize, klen: usize, vstored: usize) -> usize {
+        let kd = if klen > key_inline_bytes_max(page) {
+            OUT_OF_LINE_REF_BYTES
+        } else {
+            klen
+        };
+        if leaf {
+            LEAF_CELL_HEADER_BYTES + kd + vstored
+        } else {
+            BRANCH_CELL_HEADER_BYTES + kd
+        }
+    }
+
+    fn ent_disk(&self, i: usize, page: usize) -> usize {
+        let e = &self.ents[i];
+        Node::cell_disk(self.leaf, page, e.klen as usize, self.val_raw(i).len())
+    }
+
+    fn push_bytes(&mut self, key: &[u8], val: &[u8]) -> u32 {
+        let off = self.buf.len() as u32;
+        self.buf.extend_from_slice(key);
+        self.buf.extend_from_slice(val);
+        off
+    }
+
+    /// Leaf: inserts or replaces; `vlen` is the whole value's length, `stored` what the
+    /// cell holds (the value, or its first overflow page id when `ovf`). Returns the old
+    /// entry's overflow run first page, if the replaced value had one.
+    pub fn leaf_put(
+        &mut self,
+        page: usize,
+        key: &[u8],
+        stored: &[u8],
+        vlen: usize,
+        ovf: bool,
+    ) -> (bool, Option<(u64, usize)>) {
+        let flags = if ovf { FLAG_OVERFLOW_VALUE } else { 0 };
+        let add = Node::cell_disk(true, page, key.len(), stored.len());
+        match self.search(key) {
+            Ok(i) => {
+                let old = self
+                    .overflow_first(i)
+                    .map(|f| (f, self.ents[i].vlen as usize));
+                let old_disk = self.ent_disk(i, page);
+                self.garbage += key.len() + self.val_raw(i).len();
+                let off = self.push_bytes(key, stored);
+                self.ents[i] = Ent {
+                    off,
+                    vlen: vlen as u32,
+                    klen: key.len() as u16,
+                    flags,
+                };
+                self.disk = self.disk - old_disk + add;
+                self.maybe_compact();
+                (false, old)
+            }
+            Err(i) => {
+                let off = self.push_bytes(key, stored);
+                self.ents.insert(
+                    i,
+                    Ent {
+                        off,
+                        vlen: vlen as u32,
+                        klen: key.len() as u16,
+                        flags,
+                    },
+                );
+                self.disk += add;
+                (true, None)
+            }
+        }
+    }
+
+    /// Removes entry i; returns its overflow run (first page, value length), if any.
+    pub fn remove(&mut self, i: usize, page: usize) -> Option<(u64, usize)> {
+        let old = if self.leaf {
+            self.overflow_first(i)
+                .map(|f| (f, self.ents[i].vlen as usize))
+        } else {
+            None
+        };
+        self.disk -= self.ent_disk(i, page);
+        self.garbage += self.ents[i].klen as usize + self.val_raw(i).len();
+        self.ents.remove(i);
+        if !self.leaf {
+            self.kids.remove(i);
+        }
+        self.maybe_compact();
+        old
+    }
+
+    /// Branch: removes child i; if it was the first, the new first key becomes empty (the
+    /// first child of a branch has no lower separator of its own).
+    pub fn branch_remove(&mut self, page: usize, i: usize) {
+        self.remove(i, page);
+        if i == 0 && !self.ents.is_empty() {
+            let klen = self.ents[0].klen as usize;
+            self.disk -= Node::cell_disk(false, page, klen, 0) - Node::cell_disk(false, page, 0, 0);
+            self.garbage += klen;
+            self.ents[0].klen = 0;
+        }
+    }
+
+    /// Branch: inserts separator `key` with child `kid` at position i.
+    pub fn branch_insert(&mut self, page: usize, i: usize, key: &[u8], kid: u64) {
+        let off = self.push_bytes(key, &[]);
+        self.ents.insert(
+            i,
+            Ent {
+                off,
+                vlen: 0,
+                klen: key.len() as u16,
+                flags: 0,
+            },
+        );
+        self.kids.insert(i, kid);
+        self.disk += Node::cell_disk(false, page, key.len(), 0);
+    }
+
+    fn push_ent_from(&mut self, page: usize, other: &Node, i: usize, key_override: Option<&[u8]>) {
+        let key = key_override.unwrap_or_else(|| other.key(i));
+        let stored = other.val_raw(i);
+        let off = self.push_bytes(key, stored);
+        let e = other.ents[i];
+        self.ents.push(Ent {
+            off,
+            vlen: e.vlen,
+            klen: key.len() as u16,
+            flags: e.flags,
+        });
+        if !self.leaf {
+            self.kids.push(other.kids[i]);
+        }
+        self.disk += Node::cell_disk(self.leaf, page, key.len(), stored.len());
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.garbage > 1024 && self.garbage * 2 > self.buf.len() {
+            let mut n = Node::new(self.leaf);
+            n.buf.reserve(self.buf.len() - self.garbage);
+            for i in 0..self.len() {
+                let key = self.key(i);
+                let stored = self.val_raw(i);
+                let off = n.push_bytes(key, stored);
+                n.ents.push(Ent {
+                    off,
+                    ..self.ents[i]
+                });
+            }
+            n.kids = std::mem::take(&mut self.kids);
+            n.disk = self.disk;
+            *self = n;
+        }
+    }
+
+    /// Splits an overfull node near its byte midpoint. Returns the separator (the first key
+    /// of the right half, shortened for leaves) and the right half.
+    pub fn split(&mut self, page: usize) -> (Vec<u8>, Node) {
+        let n = self.len();
+        let half = (self.disk - PAGE_HEADER_BYTES) / 2;
+        let mut acc = 0;
+        let mut at = n - 1;
+        for i in 0..n {
+            acc += self.ent_disk(i, page);
+            if acc >= half {
+                at = (i + 1).min(n - 1).max(1);
+                break;
+            }
+        }
+        let mut left = Node::new(self.leaf);
+        let mut right = Node::new(self.leaf);
+        for i in 0..at {
+            left.push_ent_from(page, self, i, None);
+        }
+        let sep: Vec<u8> = if self.leaf {
+            shortest_separator(self.key(at - 1), self.key(at)).to_vec()
+        } else {
+            self.key(at).to_vec()
+        };
+        for i in at..n {
+            let ko = (!self.leaf && i == at).then_some(&[][..]);
+            right.push_ent_from(page, self, i, ko);
+        }
+        *self = left;
+        (sep, right)
+    }
+
+    /// Appends `right` after this node; for branches `sep` becomes right's first key.
+    pub fn merged(&self, page: usize, sep: &[u8], right: &Node) -> Node {
+        let mut m = Node::new(self.leaf);
+        for i in 0..self.len() {
+            m.push_ent_from(page, self, i, None);
+        }
+        for i in 0..right.len() {
+            let ko = (!self.leaf && i == 0).then_some(sep);
+            m.push_ent_from(page, right, i, ko);
+        }
+        m
+    }
+
+    /// The encoded size of `self.merged(..)` without building it.
+    pub fn merged_disk(&self, page: usize, sep: &[u8], right: &Node) -> usize {
+        let extra = if self.leaf {
+            0
+        } else {
+            Node::cell_disk(false, page, sep.len(), 0) - Node::cell_disk(false, page, 0, 0)
+        };
+        self.disk + right.disk - PAGE_HEADER_BYTES + extra
+    }
+
+    /// Approximate memory the node takes, for the cache budget.
+    pub fn mem_bytes(&self) -> usize {
+        self.buf.capacity()
+            + self.ents.capacity() * std::mem::size_of::<Ent>()
+            + self.kids.capacity() * 8
+            + 64
+    }
+
+    /// Encodes into `out` (one page). `long_runs[j]` is the first overflow page of the j-th
+    /// long key, in entry order.
+    pub fn encode(&self, out: &mut [u8], page_id: u64, txn: u64, long_runs: &[u64]) {
+        let page = out.len();
+        let inline_max = key_inline_bytes_max(page);
+        out.fill(0);
+        let mut at = PAGE_HEADER_BYTES;
+        let mut j = 0;
+        for i in 0..self.len() {
+            let e = self.ents[i];
+            let key = self.key(i);
+            let long = key.len() > inline_max;
+            let flags = (if long { FLAG_LONG_KEY } else { 0 }) | (e.flags & FLAG_OVERFLOW_VALUE);
+            wr_u16(out, at, e.klen);
+            out[at + 2] = flags;
+            if self.leaf {
+                wr_u32(out, at + 4, e.vlen);
+                at += LEAF_CELL_HEADER_BYTES;
+            } else {
+                wr_u64(out, at + 4, self.kids[i]);
+                at += BRANCH_CELL_HEADER_BYTES;
+            }
+            if long {
+                wr_u64(out, at, long_runs[j]);
+                j += 1;
+                at += 8;
+            } else {
+                out[at..at + key.len()].copy_from_slice(key);
+                at += key.len();
+            }
+            if self.leaf {
+                let v = self.val_raw(i);
+                out[at..at + v.len()].copy_from_slice(v);
+                at += v.len();
+            }
+        }
+        debug_assert_eq!(at, self.disk);
+        let kind = if self.leaf { KIND_LEAF } else { KIND_BRANCH };
+        seal(
+            out,
+            Header {
+                kind,
+                page_id,
+                txn,
+                count: self.len() as u32,
+                aux: 0,
+            },
+        );
+    }
+
+    /// Builds a node from decoded cells whose long keys have been fetched (`long_keys`, in
+    /// order). Checks key order across long keys too.
+    pub fn from_view(
+        view: &PageView<'_>,
+        page: usize,
+        long_keys: &[Vec<u8>],
+        page_id: u64,
+    ) -> Result<Node, Error> {
+        let bad = |reason| Error::CorruptPage { page_id, reason };
+        let mut j = 0;
+        let mut take_key = |k: &KeyRef<'_>| -> Result<Vec<u8>, Error> {
+            Ok(match k {
+                KeyRef::Inline(b) => b.to_vec(),
+                KeyRef::Long { len, .. } => {
+                    let key = long_keys.get(j).ok_or(bad("long key missing"))?.clone();
+                    j += 1;
+                    if key.len() != *len {
+                        return Err(bad("long key length mismatch"));
+                    }
+                    key
+                }
+            })
+        };
+        let mut n;
+        match view {
+            PageView::Leaf(cells) => {
+                n = Node::new(true);
+                for (k, v) in cells {
+                    let key = take_key(k)?;
+                    let (stored, vlen, ovf) = match v {
+                        ValRef::Inline(b) => (b.to_vec(), b.len(), false),
+                        ValRef::Overflow { first, len } => {
+                            (first.to_le_bytes().to_vec(), *len, true)
+                        }
+                    };
+                    let off = n.push_bytes(&key, &stored);
+                    let flags = if ovf { FLAG_OVERFLOW_VALUE } else { 0 };
+                    n.ents.push(Ent {
+                        off,
+                        vlen: vlen as u32,
+                        klen: key.len() as u16,
+                        flags,
+                    });
+                    n.disk += Node::cell_disk(true, page, key.len(), stored.len());
+                }
+            }
+            PageView::Branch(cells) => {
+                n = Node::new(false);
+                for (k, kid) in cells {
+                    let key = take_key(k)?;
+                    let off = n.push_bytes(&key, &[]);
+                    n.ents.push(Ent {
+                        off,
+                        vlen: 0,
+                        klen: key.len() as u16,
+                        flags: 0,
+                    });
+                    n.kids.push(*kid);
+                    n.disk += Node::cell_disk(false, page, key.len(), 0);
+                }
+            }
+            _ => return Err(bad("not a node page")),
+        }
+        let first = if n.leaf { 0 } else { 1 };
+        for i in first + 1..n.len() {
+            if n.key(i - 1) >= n.key(i) {
+                return Err(bad("keys out of order"));
+            }
+        }
+        if n.disk > page {
+            return Err(bad("cells overflow the page"));
+        }
+        Ok(n)
+    }
+
+    /// The long keys (entry order) this node has.
+    pub fn long_key_indices(&self, page: usize) -> impl Iterator<Item = usize> + '_ {
+        let max = key_inline_bytes_max(page);
+        (0..self.len()).filter(move |&i| self.ents[i].klen as usize > max)
+    }
+}
+
+/// The shortest key s with left < s <= right (suffix truncation for leaf separators).
+pub fn shortest_separator<'a>(left: &[u8], right: &'a [u8]) -> &'a [u8] {
+    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    &right[..(common + 1).min(right.len())]
+}

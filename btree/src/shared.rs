@@ -1,0 +1,380 @@
+//! State shared by a tree and its snapshots: the page store, the page cache and the
+//! allocator's books (free, pending, generations, live snapshots).
+
+use crate::error::Error;
+use crate::limits::*;
+use crate::page::{self, Node, PageView};
+use crate::store::PageStore;
+use crate::Config;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+
+/// A cheap hasher for page ids (a multiply; ids are dense integers, not attacker input).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
+
+/// A cached page: a node, or an overflow page's payload.
+#[derive(Clone)]
+pub(crate) enum Cached {
+    Node(Rc<Node>),
+    Ovf(Rc<Vec<u8>>),
+}
+
+pub(crate) struct Slot {
+    pub page: Cached,
+    /// Not evictable: dirty, being written, or freed before it was ever written while a
+    /// snapshot can still see it.
+    pub pinned: bool,
+    pub bytes: usize,
+}
+
+/// A page freed by the writer that a snapshot (or the durable checkpoint) may still see.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pending {
+    pub id: u64,
+    pub alloc_gen: u64,
+    pub freed_gen: u64,
+}
+
+pub(crate) struct State {
+    pub cache: IdMap<Slot>,
+    pub cache_bytes: usize,
+    /// Every page id is below this.
+    pub hw: u64,
+    /// Reusable now. Lowest first, so live data drifts toward the start of the file.
+    pub free: BTreeSet<u64>,
+    pub pending: Vec<Pending>,
+    /// Generation each page was allocated in (absent: before this open, i.e. 0).
+    pub page_gen: IdMap<u64>,
+    /// Live snapshot generations (the durable and the in-flight checkpoint included).
+    pub live: BTreeMap<u64, usize>,
+    pub reclaim_due: bool,
+    /// Pages the next checkpoint must write.
+    pub dirty: IdSet,
+    /// Long-key overflow runs (first page, pages) of each node page as written on disk.
+    pub long_runs: IdMap<Vec<(u64, u64)>>,
+    /// The writer's generation: pages allocated in it are private and change in place.
+    pub gen: u64,
+}
+
+impl State {
+    pub fn gen_of(&self, id: u64) -> u64 {
+        self.page_gen.get(&id).copied().unwrap_or(0)
+    }
+
+    fn visible(&self, alloc_gen: u64, freed_gen: u64) -> bool {
+        alloc_gen < freed_gen && self.live.range(alloc_gen..freed_gen).next().is_some()
+    }
+
+    /// Moves pending pages that no live snapshot can see to the free set.
+    pub fn reclaim(&mut self) {
+        self.reclaim_due = false;
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            if self.visible(p.alloc_gen, p.freed_gen) {
+                self.pending.push(p);
+            } else {
+                self.release(p.id);
+            }
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        if let Some(s) = self.cache.remove(&id) {
+            self.cache_bytes -= s.bytes;
+        }
+        self.page_gen.remove(&id);
+        self.free.insert(id);
+    }
+
+    pub fn alloc(&mut self) -> u64 {
+        if self.reclaim_due && !self.pending.is_empty() {
+            self.reclaim();
+        }
+        let id = match self.free.pop_first() {
+            Some(id) => id,
+            None => {
+                self.hw += 1;
+                self.hw - 1
+            }
+        };
+        self.page_gen.insert(id, self.gen);
+        id
+    }
+
+    /// `n` consecutive pages, from the free set if it has such a run, else at the end.
+    pub fn alloc_run(&mut self, n: u64) -> u64 {
+        if n == 1 {
+            return self.alloc();
+        }
+        if self.reclaim_due && !self.pending.is_empty() {
+            self.reclaim();
+        }
+        let mut start = None;
+        let mut run = 0;
+        let mut prev = u64::MAX - 1;
+        for &id in &self.free {
+            if id == prev.wrapping_add(1) {
+                run += 1;
+            } else {
+                run = 1;
+            }
+            prev = id;
+            if run == n {
+                start = Some(id + 1 - n);
+                break;
+            }
+        }
+        let first = match start {
+            Some(s) => {
+                for id in s..s + n {
+                    self.free.remove(&id);
+                }
+                s
+            }
+            None => {
+                self.hw += n;
+                self.hw - n
+            }
+        };
+        for id in first..first + n {
+            self.page_gen.insert(id, self.gen);
+        }
+        first
+    }
+
+    /// Frees a page the writer no longer references: at once if nobody can see it, else
+    /// pending until the snapshots that can have gone.
+    pub fn free_page(&mut self, id: u64) {
+        if let Some(runs) = self.long_runs.remove(&id) {
+            for (first, n) in runs {
+                for p in first..first + n {
+                    self.free_page(p);
+                }
+            }
+        }
+        self.dirty.remove(&id);
+        let g = self.gen_of(id);
+        if self.visible(g, self.gen) {
+            self.pending.push(Pending {
+                id,
+                alloc_gen: g,
+                freed_gen: self.gen,
+            });
+        } else {
+            self.release(id);
+        }
+    }
+
+    pub fn insert_dirty(&mut self, id: u64, page: Cached) {
+        let bytes = match &page {
+            Cached::Node(n) => n.mem_bytes(),
+            Cached::Ovf(v) => v.capacity() + 64,
+        };
+        self.cache_bytes += bytes;
+        if let Some(old) = self.cache.insert(
+            id,
+            Slot {
+                page,
+                pinned: true,
+                bytes,
+            },
+        ) {
+            self.cache_bytes -= old.bytes;
+        }
+        self.dirty.insert(id);
+    }
+
+    /// Drops clean pages until the cache is under 7/8 of its budget (leaves and overflow
+    /// first: the upper levels are few and on every path).
+    pub fn evict(&mut self, budget: usize) {
+        if self.cache_bytes <= budget {
+            return;
+        }
+        let target = budget / 8 * 7;
+        for pass in 0..2 {
+            let mut bytes = self.cache_bytes;
+            self.cache.retain(|_, s| {
+                if bytes <= target || s.pinned {
+                    return true;
+                }
+                let leafy = match &s.page {
+                    Cached::Node(n) => n.leaf,
+                    Cached::Ovf(_) => true,
+                };
+                if pass == 0 && !leafy {
+                    return true;
+                }
+                bytes -= s.bytes;
+                false
+            });
+            self.cache_bytes = bytes;
+            if bytes <= target {
+                break;
+            }
+        }
+    }
+}
+
+pub(crate) struct Shared<S> {
+    pub store: S,
+    pub page: usize,
+    pub cfg: Config,
+    pub st: RefCell<State>,
+}
+
+impl<S: PageStore> Shared<S> {
+    pub fn cached_node(&self, id: u64) -> Option<Rc<Node>> {
+        match &self.st.borrow().cache.get(&id)?.page {
+            Cached::Node(n) => Some(n.clone()),
+            Cached::Ovf(_) => None,
+        }
+    }
+
+    /// The node at `id`, from the cache or the store.
+    #[inline]
+    pub async fn node(&self, id: u64) -> Result<Rc<Node>, Error> {
+        if let Some(n) = self.cached_node(id) {
+            return Ok(n);
+        }
+        self.load_node(id).await
+    }
+
+    pub async fn read_raw(&self, id: u64) -> Result<Vec<u8>, Error> {
+        let mut buf = vec![0u8; self.page];
+        self.store.read_page(id, &mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn load_node(&self, id: u64) -> Result<Rc<Node>, Error> {
+        let buf = self.read_raw(id).await?;
+        let view = page::decode(&buf, id)?;
+        let mut long_keys = Vec::new();
+        let mut runs = Vec::new();
+        let cells: Vec<page::KeyRef<'_>> = match &view {
+            PageView::Leaf(c) => c.iter().map(|x| x.0).collect(),
+            PageView::Branch(c) => c.iter().map(|x| x.0).collect(),
+            _ => {
+                return Err(Error::CorruptPage {
+                    page_id: id,
+                    reason: "expected a leaf or branch page",
+                })
+            }
+        };
+        for k in cells {
+            if let page::KeyRef::Long { first, len } = k {
+                long_keys.push(self.read_run(first, len).await?);
+                runs.push((first, page::pages_for(len, self.page)));
+            }
+        }
+        let node = Rc::new(Node::from_view(&view, self.page, &long_keys, id)?);
+        let mut st = self.st.borrow_mut();
+        if !runs.is_empty() {
+            st.long_runs.entry(id).or_insert(runs);
+        }
+        if let Some(s) = st.cache.get(&id) {
+            if let Cached::Node(n) = &s.page {
+                return Ok(n.clone());
+            }
+        }
+        let bytes = node.mem_bytes();
+        st.cache.insert(
+            id,
+            Slot {
+                page: Cached::Node(node.clone()),
+                pinned: false,
+                bytes,
+            },
+        );
+        st.cache_bytes += bytes;
+        let budget = self.cfg.cache_bytes_max;
+        st.evict(budget);
+        Ok(node)
+    }
+
+    /// Reads an overflow run holding `len` bytes.
+    pub async fn read_run(&self, first: u64, len: usize) -> Result<Vec<u8>, Error> {
+        let per = overflow_payload_bytes(self.page);
+        let n = page::pages_for(len, self.page);
+        let mut out = Vec::with_capacity(len);
+        for k in 0..n {
+            let id = first + k;
+            let want = per.min(len - k as usize * per);
+            let cached = match self.st.borrow().cache.get(&id) {
+                Some(Slot {
+                    page: Cached::Ovf(v),
+                    ..
+                }) => Some(v.clone()),
+                _ => None,
+            };
+            match cached {
+                Some(v) if v.len() == want => out.extend_from_slice(&v),
+                Some(_) => {
+                    return Err(Error::CorruptPage {
+                        page_id: id,
+                        reason: "overflow payload length mismatch",
+                    })
+                }
+                None => {
+                    let buf = self.read_raw(id).await?;
+                    match page::decode(&buf, id)? {
+                        PageView::Overflow(p) if p.len() == want => out.extend_from_slice(p),
+                        PageView::Overflow(_) => {
+                            return Err(Error::CorruptPage {
+                                page_id: id,
+                                reason: "overflow payload length mismatch",
+                            })
+                        }
+                        _ => {
+                            return Err(Error::CorruptPage {
+                                page_id: id,
+                                reason: "expected an overflow page",
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn register_snapshot(&self) -> u64 {
+        let mut st = self.st.borrow_mut();
+        let g = st.gen;
+        *st.live.entry(g).or_insert(0) += 1;
+        st.gen += 1;
+        g
+    }
+
+    pub fn unregister_snapshot(&self, g: u64) {
+        let mut st = self.st.borrow_mut();
+        if let Some(c) = st.live.get_mut(&g) {
+            *c -= 1;
+            if *c == 0 {
+                st.live.remove(&g);
+                st.reclaim_due = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,1515 @@
+//! The tree: the writer's handle (`Tree`), read-only views (`Snapshot`), range cursors,
+//! checkpoints and space management.
+
+use crate::error::{Error, InvariantError};
+use crate::limits::*;
+use crate::page::{self, Node, PageView, NO_PAGE};
+use crate::shared::{Cached, Shared, State};
+use crate::store::PageStore;
+use crate::Config;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+use std::ops::{Bound, RangeBounds};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+/// Which way a range cursor walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys.
+    Reverse,
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Insert or replace.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove if present.
+    Delete(Vec<u8>),
+}
+
+/// Puts and deletes applied together by `Tree::apply`: all or nothing, visible together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a put.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
+        self.ops.push(BatchOp::Put(key.to_vec(), value.to_vec()));
+        self
+    }
+    /// Adds a delete.
+    pub fn delete(&mut self, key: &[u8]) -> &mut Self {
+        self.ops.push(BatchOp::Delete(key.to_vec()));
+        self
+    }
+    /// The operations, in order.
+    pub fn ops(&self) -> &[BatchOp] {
+        &self.ops
+    }
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    /// Removes every operation, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+}
+
+/// What a completed checkpoint did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// The checkpoint's transaction number (0: nothing to do, no I/O).
+    pub txn: u64,
+    /// Pages written, meta slot included.
+    pub pages_written: u64,
+    /// The file's length in pages after it.
+    pub page_count: u64,
+}
+
+/// Where a sliced checkpoint stands after a `checkpoint_step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointProgress {
+    /// More steps needed.
+    InProgress {
+        /// Pages written so far.
+        pages_written: u64,
+        /// Pages still to write (before the freelist and the meta slot).
+        pages_left: u64,
+    },
+    /// Durable.
+    Done(CheckpointStats),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Data,
+    Freelist,
+    SyncData,
+    Meta,
+    SyncMeta,
+}
+
+struct Ckpt {
+    gen: u64,
+    txn: u64,
+    root: u64,
+    depth: u32,
+    count: u64,
+    hw_start: u64,
+    captured: Vec<u64>,
+    writes: Vec<(u64, Cached)>,
+    next: usize,
+    /// Pages the checkpoint allocated for itself (long-key runs, freelist pages).
+    allocated: Vec<u64>,
+    freelist: Vec<u64>,
+    pages_written: u64,
+    phase: Phase,
+}
+
+/// The writer's handle on a copy-on-write B+tree over a [`PageStore`].
+///
+/// One per partition, owned by its core. Reads take `&self`; writes `&mut self`. For reads
+/// that must outlive writes, take a [`Snapshot`].
+pub struct Tree<S: PageStore> {
+    sh: Rc<Shared<S>>,
+    root: u64,
+    depth: u32,
+    count: u64,
+    /// Transaction of the durable checkpoint.
+    txn: u64,
+    durable_gen: u64,
+    /// The durable checkpoint's freelist pages: free once a newer checkpoint is durable.
+    durable_extra: Vec<u64>,
+    /// Root/depth/count of the durable checkpoint, to skip empty checkpoints.
+    durable_root: u64,
+    ckpt: Option<Ckpt>,
+    poisoned: bool,
+    force_ckpt: bool,
+}
+
+fn boxed<'a, T>(f: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = T> + 'a>> {
+    Box::pin(f)
+}
+
+/// Polls several futures on the current task until all finish or one fails.
+struct JoinAll<'a> {
+    futs: Vec<Option<Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>>>,
+}
+
+impl Future for JoinAll<'_> {
+    type Output = Result<(), Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut pending = false;
+        for slot in self.futs.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => *slot = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
+fn inv(page_id: Option<u64>, what: impl Into<String>) -> Error {
+    Error::Invariant(InvariantError {
+        page_id,
+        what: what.into(),
+    })
+}
+
+impl<S: PageStore> Tree<S> {
+    /// Opens the tree in `store`: a new empty tree if the store is empty, else the newest
+    /// valid checkpoint.
+    pub async fn open(store: S, config: Config) -> Result<Self, Error> {
+        let page = config.page_size_bytes;
+        if !(PAGE_BYTES_MIN..=PAGE_BYTES_MAX).contains(&page) || !page.is_power_of_two() {
+            return Err(Error::BadConfig {
+                reason: "page size must be a power of two in 4096..=65536",
+            });
+        }
+        if store.page_size() != page {
+            return Err(Error::BadConfig {
+                reason: "store page size differs from the config's",
+            });
+        }
+        let mut metas = [None, None];
+        let mut why = ["beyond the end of the store", "beyond the end of the store"];
+        for slot in 0..META_SLOT_COUNT {
+            if slot >= store.page_count() {
+                continue;
+            }
+            let mut buf = vec![0u8; page];
+            store.read_page(slot, &mut buf).await?;
+            match page::decode(&buf, slot) {
+                Ok(PageView::Meta(m)) => metas[slot as usize] = Some(m),
+                Ok(_) => why[slot as usize] = "not a meta page",
+                Err(Error::CorruptPage { reason, .. }) => why[slot as usize] = reason,
+                Err(e) => return Err(e),
+            }
+        }
+        let best = match (metas[0], metas[1]) {
+            (Some(a), Some(b)) => Some(if a.txn >= b.txn { a } else { b }),
+            (a, b) => a.or(b),
+        };
+        let st = State {
+            cache: Default::default(),
+            cache_bytes: 0,
+            hw: 0,
+            free: BTreeSet::new(),
+            pending: Vec::new(),
+            page_gen: Default::default(),
+            live: BTreeMap::from([(0, 1)]),
+            reclaim_due: false,
+            dirty: Default::default(),
+            long_runs: Default::default(),
+            gen: 1,
+        };
+        let sh = Rc::new(Shared {
+            store,
+            page,
+            cfg: config,
+            st: RefCell::new(st),
+        });
+        let Some(meta) = best else {
+            // A crash while creating leaves at most the two meta slots and the first root.
+            if sh.store.page_count() > META_SLOT_COUNT + 1 {
+                return Err(Error::NoValidMeta {
+                    slot0: why[0],
+                    slot1: why[1],
+                });
+            }
+            return Self::create(sh).await;
+        };
+        let mut tree = Tree {
+            sh: sh.clone(),
+            root: meta.root,
+            depth: meta.depth,
+            count: meta.item_count,
+            txn: meta.txn,
+            durable_gen: 0,
+            durable_extra: Vec::new(),
+            durable_root: meta.root,
+            ckpt: None,
+            poisoned: false,
+            force_ckpt: false,
+        };
+        let mut next = meta.freelist_head;
+        let mut free = BTreeSet::new();
+        let mut seen = 0;
+        while next != NO_PAGE {
+            seen += 1;
+            if seen > meta.freelist_pages || next >= meta.high_water || next < META_SLOT_COUNT {
+                return Err(Error::CorruptPage {
+                    page_id: next,
+                    reason: "freelist chain longer than the meta says",
+                });
+            }
+            let buf = sh.read_raw(next).await?;
+            let PageView::Freelist { next: n, ranges } = page::decode(&buf, next)? else {
+                return Err(Error::CorruptPage {
+                    page_id: next,
+                    reason: "expected a freelist page",
+                });
+            };
+            tree.durable_extra.push(next);
+            for (s, l) in ranges {
+                if s < META_SLOT_COUNT || s + l > meta.high_water {
+                    return Err(Error::CorruptPage {
+                        page_id: next,
+                        reason: "free range outside the file",
+                    });
+                }
+                free.extend(s..s + l);
+            }
+            next = n;
+        }
+        {
+            let mut st = sh.st.borrow_mut();
+            st.hw = meta.high_water;
+            st.free = free;
+        }
+        // The root must decode: a bad root is reported here, not at the first get.
+        sh.node(meta.root).await?;
+        Ok(tree)
+    }
+
+    async fn create(sh: Rc<Shared<S>>) -> Result<Self, Error> {
+        let root = META_SLOT_COUNT;
+        let mut buf = vec![0u8; sh.page];
+        Node::new(true).encode(&mut buf, root, 1, &[]);
+        sh.store.write_page(root, &buf).await?;
+        sh.store.sync().await?;
+        let meta = page::MetaSlot {
+            txn: 1,
+            page_size: sh.page as u32,
+            root,
+            depth: 1,
+            high_water: root + 1,
+            item_count: 0,
+            freelist_head: NO_PAGE,
+            freelist_pages: 0,
+        };
+        page::encode_meta(&mut buf, 1, &meta);
+        sh.store.write_page(1, &buf).await?;
+        sh.store.sync().await?;
+        sh.st.borrow_mut().hw = root + 1;
+        Ok(Tree {
+            sh,
+            root,
+            depth: 1,
+            count: 0,
+            txn: 1,
+            durable_gen: 0,
+            durable_extra: Vec::new(),
+            durable_root: root,
+            ckpt: None,
+            poisoned: false,
+            force_ckpt: false,
+        })
+    }
+
+    /// The page store underneath.
+    pub fn store(&self) -> &S {
+        &self.sh.store
+    }
+
+    /// Items in the tree.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// True if the tree holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Height of the tree (1: the root is a leaf).
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Bytes of pages changed since the last checkpoint began (what the next one writes).
+    pub fn dirty_bytes(&self) -> u64 {
+        self.sh.st.borrow().dirty.len() as u64 * self.sh.page as u64
+    }
+
+    /// Bytes the page cache holds now.
+    pub fn cache_bytes(&self) -> u64 {
+        self.sh.st.borrow().cache_bytes as u64
+    }
+
+    fn live(&self) -> Result<(), Error> {
+        if self.poisoned {
+            Err(Error::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The value under `key`, copied out.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.live()?;
+        get_with(&self.sh, self.root, key, |v| v.map(<[u8]>::to_vec)).await
+    }
+
+    /// Calls `f` with the value under `key`, borrowed from the cache (no copy for values
+    /// that live in their leaf).
+    pub async fn get_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, Error> {
+        self.live()?;
+        get_with(&self.sh, self.root, key, f).await
+    }
+
+    /// The smallest item.
+    pub async fn first(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        self.range::<(Bound<&[u8]>, Bound<&[u8]>)>(
+            (Bound::Unbounded, Bound::Unbounded),
+            Direction::Forward,
+        )
+        .await?
+        .next()
+        .await
+    }
+
+    /// The largest item.
+    pub async fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        self.range::<(Bound<&[u8]>, Bound<&[u8]>)>(
+            (Bound::Unbounded, Bound::Unbounded),
+            Direction::Reverse,
+        )
+        .await?
+        .next()
+        .await
+    }
+
+    /// A read-only view of the tree exactly as it is now, valid however long it lives.
+    pub fn snapshot(&self) -> Snapshot<S> {
+        let gen = self.sh.register_snapshot();
+        Snapshot {
+            sh: self.sh.clone(),
+            root: self.root,
+            count: self.count,
+            gen,
+        }
+    }
+
+    /// A cursor over the keys in `bounds`, walking in `direction`. It reads a snapshot taken
+    /// now, so it may outlive later writes.
+    pub async fn range<R: RangeBounds<[u8]>>(
+        &self,
+        bounds: R,
+        direction: Direction,
+    ) -> Result<Cursor<S>, Error> {
+        self.live()?;
+        self.snapshot().into_range(bounds, direction).await
+    }
+
+    /// Inserts or replaces `key`'s value.
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.live()?;
+        check_sizes(key, value)?;
+        let r = self.put_inner(key, value).await;
+        self.after_write(r).await
+    }
+
+    /// Removes `key`; true if it was there.
+    pub async fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
+        self.live()?;
+        if key.len() > KEY_BYTES_MAX {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: KEY_BYTES_MAX,
+            });
+        }
+        let r = self.delete_inner(key).await;
+        self.after_write(r).await
+    }
+
+    /// Applies a batch atomically: every operation or (on error) none. Sizes are checked
+    /// before anything changes; an I/O failure half-way poisons the tree, so that nothing of
+    /// the batch is ever checkpointed (reopen to continue from the last checkpoint).
+    pub async fn apply(&mut self, batch: &WriteBatch) -> Result<(), Error> {
+        self.live()?;
+        for op in &batch.ops {
+            match op {
+                BatchOp::Put(k, v) => check_sizes(k, v)?,
+                BatchOp::Delete(k) if k.len() > KEY_BYTES_MAX => {
+                    return Err(Error::KeyTooLarge {
+                        len: k.len(),
+                        max: KEY_BYTES_MAX,
+                    })
+                }
+                BatchOp::Delete(_) => {}
+            }
+        }
+        let r = async {
+            for op in &batch.ops {
+                match op {
+                    BatchOp::Put(k, v) => self.put_inner(k, v).await?,
+                    BatchOp::Delete(k) => {
+                        self.delete_inner(k).await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        self.after_write(r).await
+    }
+
+    async fn after_write<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
+        if r.is_err() {
+            self.poisoned = true;
+            return r;
+        }
+        {
+            let mut st = self.sh.st.borrow_mut();
+            let budget = self.sh.cfg.cache_bytes_max;
+            st.evict(budget);
+        }
+        #[cfg(debug_assertions)]
+        if self.count <= self.sh.cfg.invariant_check_items_max {
+            match self.check_invariants().await {
+                Err(Error::Invariant(e)) => return Err(Error::Invariant(e)),
+                // I/O faults while checking are not the write's fault.
+                _ => {}
+            }
+        }
+        r
+    }
+
+    async fn put_inner(&mut self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let page = self.sh.page;
+        let ovf = Node::cell_disk(true, page, key.len(), value.len()) > cell_bytes_max(page);
+        if ovf {
+            let first = self.write_overflow(value);
+            self.insert(key, &first.to_le_bytes(), value.len(), true)
+                .await
+        } else {
+            self.insert(key, value, value.len(), false).await
+        }
+    }
+
+    fn write_overflow(&mut self, value: &[u8]) -> u64 {
+        let page = self.sh.page;
+        let per = overflow_payload_bytes(page);
+        let n = page::pages_for(value.len(), page);
+        let mut st = self.sh.st.borrow_mut();
+        let first = st.alloc_run(n);
+        for (k, chunk) in value.chunks(per).enumerate() {
+            st.insert_dirty(first + k as u64, Cached::Ovf(Rc::new(chunk.to_vec())));
+        }
+        first
+    }
+
+    /// Makes page `id` writable by this generation: itself if private, else a copy at a new
+    /// id (the old one is freed, pending while snapshots see it).
+    async fn writable(&mut self, id: u64) -> Result<u64, Error> {
+        {
+            let st = self.sh.st.borrow();
+            if st.gen_of(id) == st.gen && st.cache.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        let node = self.sh.node(id).await?;
+        let mut st = self.sh.st.borrow_mut();
+        let new = st.alloc();
+        st.insert_dirty(new, Cached::Node(Rc::new((*node).clone())));
+        st.free_page(id);
+        Ok(new)
+    }
+
+    fn with_mut<R>(&self, id: u64, f: impl FnOnce(&mut Node) -> R) -> R {
+        let mut st = self.sh.st.borrow_mut();
+        let st = &mut *st;
+        let slot = st
+            .cache
+            .get_mut(&id)
+            .expect("a writable page is pinned in the cache");
+        let Cached::Node(rc) = &mut slot.page else {
+            unreachable!("writable pages are nodes")
+        };
+        let node = Rc::make_mut(rc);
+        let r = f(node);
+        let bytes = node.mem_bytes();
+        st.cache_bytes = st.cache_bytes + bytes - slot.bytes;
+        slot.bytes = bytes;
+        r
+    }
+
+    fn new_node(&mut self, node: Node) -> u64 {
+        let mut st = self.sh.st.borrow_mut();
+        let id = st.alloc();
+        st.insert_dirty(id, Cached::Node(Rc::new(node)));
+        id
+    }
+
+    /// Walks from the root to `key`'s leaf, making every page on the way writable.
+    async fn cow_path(&mut self, key: &[u8]) -> Result<(u64, Vec<(u64, usize)>), Error> {
+        self.root = self.writable(self.root).await?;
+        let mut path = Vec::with_capacity(self.depth as usize);
+        let mut id = self.root;
+        loop {
+            let node = self.sh.cached_node(id).expect("writable");
+            if node.leaf {
+                return Ok((id, path));
+            }
+            let idx = node.child_index(key);
+            let child = node.kids[idx];
+            drop(node);
+            let w = self.writable(child).await?;
+            if w != child {
+                self.with_mut(id, |n| n.kids[idx] = w);
+            }
+            path.push((id, idx));
+            id = w;
+        }
+    }
+
+    fn free_run(&mut self, first: u64, len: usize) {
+        let n = page::pages_for(len, self.sh.page);
+        let mut st = self.sh.st.borrow_mut();
+        for id in first..first + n {
+            st.free_page(id);
+        }
+    }
+
+    async fn insert(
+        &mut self,
+        key: &[u8],
+        stored: &[u8],
+        vlen: usize,
+        ovf: bool,
+    ) -> Result<(), Error> {
+        let page = self.sh.page;
+        let (leaf, mut path) = self.cow_path(key).await?;
+        let (added, old) = self.with_mut(leaf, |n| n.leaf_put(page, key, stored, vlen, ovf));
+        if added {
+            self.count += 1;
+        }
+        if let Some((first, len)) = old {
+            self.free_run(first, len);
+        }
+        let mut id = leaf;
+        loop {
+            if self.sh.cached_node(id).expect("writable").disk <= page {
+                return Ok(());
+            }
+            let (sep, right) = self.with_mut(id, |n| n.split(page));
+            let rid = self.new_node(right);
+            match path.pop() {
+                Some((pid, idx)) => {
+                    self.with_mut(pid, |p| p.branch_insert(page, idx + 1, &sep, rid));
+                    id = pid;
+                }
+                None => {
+                    let mut r = Node::new(false);
+                    r.branch_insert(page, 0, &[], id);
+                    r.branch_insert(page, 1, &sep, rid);
+                    self.root = self.new_node(r);
+                    self.depth += 1;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn delete_inner(&mut self, key: &[u8]) -> Result<bool, Error> {
+        if !get_with(&self.sh, self.root, key, |v| v.is_some()).await? {
+            return Ok(false);
+        }
+        let page = self.sh.page;
+        let (leaf, mut path) = self.cow_path(key).await?;
+        let old = self.with_mut(leaf, |n| match n.search(key) {
+            Ok(i) => n.remove(i, page),
+            Err(_) => unreachable!("the key was found a moment ago"),
+        });
+        self.count -= 1;
+        if let Some((first, len)) = old {
+            self.free_run(first, len);
+        }
+        // Merge underfull nodes upward while the union fits a page (never borrow: a merge
+        // cannot make a parent grow, so a delete never splits).
+        let mut id = leaf;
+        while let Some(&(pid, idx)) = path.last() {
+            let node = self.sh.cached_node(id).expect("writable");
+            if node.len() == 0 {
+                self.with_mut(pid, |p| p.branch_remove(page, idx));
+                self.sh.st.borrow_mut().free_page(id);
+                path.pop();
+                id = pid;
+                continue;
+            }
+            if node.disk >= page / 4 {
+                break;
+            }
+            let parent = self.sh.cached_node(pid).expect("writable");
+            let mut merged = false;
+            let sibs = [
+                idx.checked_sub(1),
+                (idx + 1 < parent.len()).then_some(idx + 1),
+            ];
+            for sib in sibs.into_iter().flatten() {
+                let sid = parent.kids[sib];
+                let snode = self.sh.node(sid).await?;
+                let (li, ri) = (idx.min(sib), idx.max(sib));
+                let (l, r) = if sib < idx {
+                    (&snode, &node)
+                } else {
+                    (&node, &snode)
+                };
+                let sep = parent.key(ri);
+                if l.merged_disk(page, sep, r) > page {
+                    continue;
+                }
+                let m = l.merged(page, sep, r);
+                let nid = self.new_node(m);
+                let (lid, rid) = (parent.kids[li], parent.kids[ri]);
+                drop(parent);
+                self.with_mut(pid, |p| {
+                    p.kids[li] = nid;
+                    p.branch_remove(page, ri);
+                });
+                {
+                    let mut st = self.sh.st.borrow_mut();
+                    st.free_page(lid);
+                    st.free_page(rid);
+                }
+                merged = true;
+                break;
+            }
+            if !merged {
+                break;
+            }
+            path.pop();
+            id = pid;
+        }
+        // A root branch with one child hands the root down.
+        loop {
+            let root = self.sh.node(self.root).await?;
+            if root.leaf || root.len() != 1 {
+                break;
+            }
+            let child = root.kids[0];
+            self.sh.st.borrow_mut().free_page(self.root);
+            self.root = child;
+            self.depth -= 1;
+        }
+        Ok(true)
+    }
+
+    /// Makes every change so far durable; returns when it is.
+    pub async fn checkpoint(&mut self) -> Result<CheckpointStats, Error> {
+        self.live()?;
+        if self.ckpt.is_some() {
+            loop {
+                if let CheckpointProgress::Done(_) = self.checkpoint_step(usize::MAX).await? {
+                    break;
+                }
+            }
+        }
+        loop {
+            match self.checkpoint_step(usize::MAX).await? {
+                CheckpointProgress::Done(s) => return Ok(s),
+                CheckpointProgress::InProgress { .. } => {}
+            }
+        }
+    }
+
+    /// Advances a checkpoint by at most `page_budget` page writes (starting one if none is
+    /// under way), so that a core never stalls on a whole checkpoint. Writes may go on
+    /// between steps; the checkpoint captures the tree as of the step that started it.
+    pub async fn checkpoint_step(
+        &mut self,
+        page_budget: usize,
+    ) -> Result<CheckpointProgress, Error> {
+        self.live()?;
+        let r = self.checkpoint_step_inner(page_budget.max(1)).await;
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    async fn checkpoint_step_inner(&mut self, budget: usize) -> Result<CheckpointProgress, Error> {
+        if self.ckpt.is_none() {
+            let nothing = self.sh.st.borrow().dirty.is_empty() && self.root == self.durable_root;
+            if nothing && !self.force_ckpt {
+                let page_count = self.sh.store.page_count();
+                return Ok(CheckpointProgress::Done(CheckpointStats {
+                    txn: 0,
+                    pages_written: 0,
+                    page_count,
+                }));
+            }
+            self.force_ckpt = false;
+            self.start_checkpoint();
+        }
+        let page = self.sh.page;
+        let mut ck = self.ckpt.take().expect("started above");
+        let r = self.run_checkpoint(&mut ck, budget).await;
+        match r {
+            Ok(true) => {
+                self.finish_checkpoint(&ck);
+                Ok(CheckpointProgress::Done(CheckpointStats {
+                    txn: ck.txn,
+                    pages_written: ck.pages_written,
+                    page_count: self.sh.store.page_count().max(self.sh.st.borrow().hw),
+                }))
+            }
+            Ok(false) => {
+                let left = (ck.writes.len() - ck.next) as u64;
+                let written = ck.pages_written;
+                self.ckpt = Some(ck);
+                let _ = page;
+                Ok(CheckpointProgress::InProgress {
+                    pages_written: written,
+                    pages_left: left,
+                })
+            }
+            Err(e) => {
+                self.ckpt = Some(ck);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_checkpoint(&mut self) {
+        let mut st = self.sh.st.borrow_mut();
+        st.reclaim();
+        let gen = st.gen;
+        *st.live.entry(gen).or_insert(0) += 1;
+        st.gen += 1;
+        let dirty: Vec<u64> = st.dirty.drain().collect();
+        let mut writes = Vec::with_capacity(dirty.len());
+        for id in dirty {
+            let slot = st
+                .cache
+                .get(&id)
+                .expect("dirty pages are pinned in the cache");
+            writes.push((id, slot.page.clone()));
+        }
+        // Writing in id order helps the device and keeps the file's tail clear.
+        writes.sort_unstable_by_key(|w| w.0);
+        let mut captured: Vec<u64> = st.free.iter().copied().collect();
+        captured.extend(st.pending.iter().map(|p| p.id));
+        captured.extend(self.durable_extra.iter().copied());
+        self.ckpt = Some(Ckpt {
+            gen,
+            txn: self.txn + 1,
+            root: self.root,
+            depth: self.depth,
+            count: self.count,
+            hw_start: st.hw,
+            captured,
+            writes,
+            next: 0,
+            allocated: Vec::new(),
+            freelist: Vec::new(),
+            pages_written: 0,
+            phase: Phase::Data,
+        });
+    }
+
+    /// Writes pages in flight-limited waves. Returns true when the checkpoint is durable.
+    async fn run_checkpoint(&mut self, ck: &mut Ckpt, mut budget: usize) -> Result<bool, Error> {
+        let page = self.sh.page;
+        let window = self.sh.cfg.checkpoint_writes_in_flight_max.max(1);
+        loop {
+            match ck.phase {
+                Phase::Data => {
+                    if ck.next == ck.writes.len() {
+                        ck.phase = Phase::Freelist;
+                        continue;
+                    }
+                    if budget == 0 {
+                        return Ok(false);
+                    }
+                    let end = (ck.next + window.min(budget)).min(ck.writes.len());
+                    let mut bufs: Vec<(u64, Vec<u8>)> = Vec::with_capacity(end - ck.next);
+                    for (id, cached) in &ck.writes[ck.next..end] {
+                        let mut buf = vec![0u8; page];
+                        match cached {
+                            Cached::Ovf(p) => page::encode_overflow(&mut buf, *id, ck.txn, p),
+                            Cached::Node(n) => {
+                                let mut runs = Vec::new();
+                                for i in n.long_key_indices(page) {
+                                    let key = n.key(i);
+                                    let cnt = page::pages_for(key.len(), page);
+                                    let first = {
+                                        let mut st = self.sh.st.borrow_mut();
+                                        let g = st.gen_of(*id);
+                                        let f = st.alloc_run(cnt);
+                                        for p in f..f + cnt {
+                                            st.page_gen.insert(p, g);
+                                        }
+                                        f
+                                    };
+                                    for (k, chunk) in
+                                        key.chunks(overflow_payload_bytes(page)).enumerate()
+                                    {
+                                        let mut kb = vec![0u8; page];
+                                        let pid = first + k as u64;
+                                        page::encode_overflow(&mut kb, pid, ck.txn, chunk);
+                                        bufs.push((pid, kb));
+                                        ck.allocated.push(pid);
+                                    }
+                                    runs.push((first, cnt));
+                                }
+                                let firsts: Vec<u64> = runs.iter().map(|r| r.0).collect();
+                                n.encode(&mut buf, *id, ck.txn, &firsts);
+                                if !runs.is_empty() {
+                                    self.sh.st.borrow_mut().long_runs.insert(*id, runs);
+                                }
+                            }
+                        }
+                        bufs.push((*id, buf));
+                    }
+                    self.write_all(&bufs).await?;
+                    ck.pages_written += bufs.len() as u64;
+                    budget = budget.saturating_sub(end - ck.next);
+                    let mut st = self.sh.st.borrow_mut();
+                    let st = &mut *st;
+                    for (id, cached) in &ck.writes[ck.next..end] {
+                        if let Some(slot) = st.cache.get_mut(id) {
+                            let same = match (&slot.page, cached) {
+                                (Cached::Node(a), Cached::Node(b)) => Rc::ptr_eq(a, b),
+                                (Cached::Ovf(a), Cached::Ovf(b)) => Rc::ptr_eq(a, b),
+                                _ => false,
+                            };
+                            if same && !st.dirty.contains(id) {
+                                slot.pinned = false;
+                            }
+                        }
+                    }
+                    ck.next = end;
+                }
+                Phase::Freelist => {
+                    let ranges_per = page::freelist_ranges_per_page(page);
+                    let hw_now = self.sh.st.borrow().hw;
+                    let mut set: BTreeSet<u64> = ck.captured.iter().copied().collect();
+                    set.extend(ck.hw_start..hw_now);
+                    for id in &ck.allocated {
+                        set.remove(id);
+                    }
+                    let mut pages: Vec<u64> = Vec::new();
+                    let ranges = loop {
+                        let ranges = to_ranges(&set);
+                        let need = ranges.len().div_ceil(ranges_per);
+                        if need <= pages.len() {
+                            break ranges;
+                        }
+                        let id = self.sh.st.borrow_mut().alloc();
+                        set.remove(&id);
+                        pages.push(id);
+                    };
+                    let mut bufs = Vec::with_capacity(pages.len());
+                    let chunks: Vec<&[(u64, u64)]> = ranges.chunks(ranges_per.max(1)).collect();
+                    for (i, &id) in pages.iter().enumerate() {
+                        let mut buf = vec![0u8; page];
+                        let next = pages.get(i + 1).copied().unwrap_or(NO_PAGE);
+                        let rs = chunks.get(i).copied().unwrap_or(&[]);
+                        page::encode_freelist(&mut buf, id, ck.txn, next, rs);
+                        bufs.push((id, buf));
+                    }
+                    self.write_all(&bufs).await?;
+                    ck.pages_written += bufs.len() as u64;
+                    ck.freelist = pages;
+                    ck.phase = Phase::SyncData;
+                }
+                Phase::SyncData => {
+                    self.sh.store.sync().await?;
+                    ck.phase = Phase::Meta;
+                }
+                Phase::Meta => {
+                    let meta = page::MetaSlot {
+                        txn: ck.txn,
+                        page_size: page as u32,
+                        root: ck.root,
+                        depth: ck.depth,
+                        high_water: self.sh.st.borrow().hw,
+                        item_count: ck.count,
+                        freelist_head: ck.freelist.first().copied().unwrap_or(NO_PAGE),
+                        freelist_pages: ck.freelist.len() as u64,
+                    };
+                    let slot = ck.txn % META_SLOT_COUNT;
+                    let mut buf = vec![0u8; page];
+                    page::encode_meta(&mut buf, slot, &meta);
+                    self.sh.store.write_page(slot, &buf).await?;
+                    ck.pages_written += 1;
+                    ck.phase = Phase::SyncMeta;
+                }
+                Phase::SyncMeta => {
+                    self.sh.store.sync().await?;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+
+    async fn write_all(&self, bufs: &[(u64, Vec<u8>)]) -> Result<(), Error> {
+        let store = &self.sh.store;
+        let futs = bufs
+            .iter()
+            .map(|(id, b)| {
+                Some(boxed(async move {
+                    store.write_page(*id, b).await.map_err(Error::from)
+                }))
+            })
+            .collect();
+        JoinAll { futs }.await
+    }
+
+    fn finish_checkpoint(&mut self, ck: &Ckpt) {
+        let old_gen = self.durable_gen;
+        self.sh.unregister_snapshot(old_gen);
+        let mut st = self.sh.st.borrow_mut();
+        for id in self.durable_extra.drain(..) {
+            st.page_gen.remove(&id);
+            st.free.insert(id);
+        }
+        self.durable_extra = ck.freelist.clone();
+        self.durable_gen = ck.gen;
+        self.durable_root = ck.root;
+        self.txn = ck.txn;
+        st.reclaim_due = true;
+    }
+
+    /// Gives free space at the end of the file back to the filesystem: moves live pages
+    /// toward the start, checkpoints, and truncates. Returns the bytes given back.
+    pub async fn shrink(&mut self) -> Result<u64, Error> {
+        self.live()?;
+        let before = self.sh.store.page_count();
+        self.checkpoint().await?;
+        let target = {
+            let mut st = self.sh.st.borrow_mut();
+            st.reclaim();
+            st.hw - st.free.len() as u64
+        };
+        let depth = self.depth;
+        let root = self.root;
+        let r = self.relocate(root, depth, target).await;
+        let root = self.after_write(r).await?;
+        self.root = root;
+        // Twice: the first makes the moved pages durable, the second frees the old places.
+        self.force_ckpt = true;
+        self.checkpoint().await?;
+        self.force_ckpt = true;
+        self.checkpoint().await?;
+        let new_hw = {
+            let mut st = self.sh.st.borrow_mut();
+            st.reclaim();
+            let mut hw = st.hw;
+            while hw > META_SLOT_COUNT + 1 && st.free.contains(&(hw - 1)) {
+                hw -= 1;
+            }
+            let cut: Vec<u64> = st.free.range(hw..).copied().collect();
+            for id in cut {
+                st.free.remove(&id);
+            }
+            st.hw = hw;
+            hw
+        };
+        if new_hw < before {
+            let r = self.sh.store.truncate(new_hw).await;
+            if r.is_err() {
+                self.poisoned = true;
+            }
+            r?;
+            // Record the shorter file in a checkpoint, so that open never looks past it.
+            self.force_ckpt = true;
+            self.checkpoint().await?;
+        }
+        let after = self.sh.store.page_count();
+        Ok(before.saturating_sub(after) * self.sh.page as u64)
+    }
+
+    fn relocate<'a>(
+        &'a mut self,
+        id: u64,
+        level: u32,
+        target: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, Error>> + 'a>> {
+        Box::pin(async move {
+            let page = self.sh.page;
+            let node = self.sh.node(id).await?;
+            let mut id = id;
+            if id >= target
+                || self
+                    .sh
+                    .st
+                    .borrow()
+                    .long_runs
+                    .get(&id)
+                    .is_some_and(|r| r.iter().any(|x| x.0 + x.1 > target))
+            {
+                id = self.writable(id).await?;
+            }
+            if !node.leaf {
+                for i in 0..node.len() {
+                    let c = node.kids[i];
+                    let nc = self.relocate(c, level - 1, target).await?;
+                    if nc != c {
+                        id = self.writable(id).await?;
+                        self.with_mut(id, |n| n.kids[i] = nc);
+                    }
+                }
+            } else {
+                for i in 0..node.len() {
+                    let Some(first) = node.overflow_first(i) else {
+                        continue;
+                    };
+                    let len = node.ents[i].vlen as usize;
+                    if first + page::pages_for(len, page) <= target {
+                        continue;
+                    }
+                    let value = self.sh.read_run(first, len).await?;
+                    let nf = self.write_overflow(&value);
+                    id = self.writable(id).await?;
+                    let key = node.key(i).to_vec();
+                    let (_, old) =
+                        self.with_mut(id, |n| n.leaf_put(page, &key, &nf.to_le_bytes(), len, true));
+                    if let Some((f, l)) = old {
+                        self.free_run(f, l);
+                    }
+                }
+            }
+            Ok(id)
+        })
+    }
+
+    /// Checks every structural rule: key order, separators, fill, equal leaf depth, item
+    /// count, and that every page id is exactly one of: meta slot, reachable, free, pending,
+    /// or owned by a checkpoint (its freelist).
+    pub async fn check_invariants(&self) -> Result<(), Error> {
+        let page = self.sh.page;
+        let mut reachable: HashSet<u64> = HashSet::new();
+        let mut items = 0u64;
+        // (page, level, lower bound incl., upper bound excl.)
+        let mut stack: Vec<(u64, u32, Option<Vec<u8>>, Option<Vec<u8>>)> =
+            vec![(self.root, self.depth, None, None)];
+        while let Some((id, level, lo, hi)) = stack.pop() {
+            if !reachable.insert(id) {
+                return Err(inv(Some(id), "page reachable twice"));
+            }
+            let node = self.sh.node(id).await?;
+            if node.disk > page {
+                return Err(inv(Some(id), "node larger than a page"));
+            }
+            if id != self.root && node.len() == 0 {
+                return Err(inv(Some(id), "non-root node without entries"));
+            }
+            if node.leaf != (level == 1) {
+                return Err(inv(Some(id), "leaves not all at the same depth"));
+            }
+            let first = if node.leaf { 0 } else { 1 };
+            for i in first..node.len() {
+                let k = node.key(i);
+                if i > first && node.key(i - 1) >= k {
+                    return Err(inv(Some(id), "keys out of order"));
+                }
+                if lo.as_deref().is_some_and(|l| k < l) || hi.as_deref().is_some_and(|h| k >= h) {
+                    return Err(inv(Some(id), "key outside its separators"));
+                }
+            }
+            if let Some(runs) = self.sh.st.borrow().long_runs.get(&id) {
+                for &(f, n) in runs {
+                    for p in f..f + n {
+                        if !reachable.insert(p) {
+                            return Err(inv(Some(p), "long-key page reachable twice"));
+                        }
+                    }
+                }
+            }
+            if node.leaf {
+                items += node.len() as u64;
+                for i in 0..node.len() {
+                    if let Some(f) = node.overflow_first(i) {
+                        for p in f..f + page::pages_for(node.ents[i].vlen as usize, page) {
+                            if !reachable.insert(p) {
+                                return Err(inv(Some(p), "overflow page reachable twice"));
+                            }
+                        }
+                    }
+                }
+            } else {
+                for i in 0..node.len() {
+                    let clo = if i == 0 {
+                        lo.clone()
+                    } else {
+                        Some(node.key(i).to_vec())
+                    };
+                    let chi = if i + 1 < node.len() {
+                        Some(node.key(i + 1).to_vec())
+                    } else {
+                        hi.clone()
+                    };
+                    stack.push((node.kids[i], level - 1, clo, chi));
+                }
+            }
+        }
+        if items != self.count {
+            return Err(inv(
+                None,
+                format!("item count {} but {} items reachable", self.count, items),
+            ));
+        }
+        let st = self.sh.st.borrow();
+        let pending: HashSet<u64> = st.pending.iter().map(|p| p.id).collect();
+        if pending.len() != st.pending.len() {
+            return Err(inv(None, "a page pending twice"));
+        }
+        let mut owned: HashSet<u64> = self.durable_extra.iter().copied().collect();
+        if let Some(ck) = &self.ckpt {
+            owned.extend(ck.freelist.iter().copied());
+        }
+        for id in 0..st.hw {
+            let n = (id < META_SLOT_COUNT) as u32
+                + reachable.contains(&id) as u32
+                + st.free.contains(&id) as u32
+                + pending.contains(&id) as u32
+                + owned.contains(&id) as u32;
+            if n != 1 {
+                return Err(inv(
+                    Some(id),
+                    format!(
+                        "page is in {n} of meta/reachable/free/pending/checkpoint (r{} f{} p{} c{})",
+                        reachable.contains(&id),
+                        st.free.contains(&id),
+                        pending.contains(&id),
+                        owned.contains(&id)
+                    ),
+                ));
+            }
+        }
+        if let Some(&id) = st.free.range(st.hw..).next() {
+            return Err(inv(Some(id), "free page beyond the high-water mark"));
+        }
+        for id in &st.dirty {
+            if !reachable.contains(id) {
+                return Err(inv(Some(*id), "dirty page not reachable"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_ranges(set: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &id in set {
+        match out.last_mut() {
+            Some((s, l)) if *s + *l == id => *l += 1,
+            _ => out.push((id, 1)),
+        }
+    }
+    out
+}
+
+fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), Error> {
+    if key.len() > KEY_BYTES_MAX {
+        return Err(Error::KeyTooLarge {
+            len: key.len(),
+            max: KEY_BYTES_MAX,
+        });
+    }
+    if value.len() > VALUE_BYTES_MAX {
+        return Err(Error::ValueTooLarge {
+            len: value.len(),
+            max: VALUE_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+async fn get_with<S: PageStore, R>(
+    sh: &Shared<S>,
+    root: u64,
+    key: &[u8],
+    f: impl FnOnce(Option<&[u8]>) -> R,
+) -> Result<R, Error> {
+    let mut id = root;
+    let leaf = loop {
+        // The hot path: one hash lookup and one binary search per level, no copy.
+        let loaded = {
+            let st = sh.st.borrow();
+            match st.cache.get(&id).map(|s| &s.page) {
+                Some(Cached::Node(n)) if n.leaf => n.clone(),
+                Some(Cached::Node(n)) => {
+                    id = n.kids[n.child_index(key)];
+                    continue;
+                }
+                _ => {
+                    drop(st);
+                    // A miss: load, and use the loaded node itself (the cache may evict it
+                    // at once when the budget is small).
+                    sh.node(id).await?
+                }
+            }
+        };
+        if loaded.leaf {
+            break loaded;
+        }
+        id = loaded.kids[loaded.child_index(key)];
+    };
+    match leaf.search(key) {
+        Err(_) => Ok(f(None)),
+        Ok(i) => match leaf.overflow_first(i) {
+            None => Ok(f(Some(leaf.val_raw(i)))),
+            Some(first) => {
+                let v = sh.read_run(first, leaf.ents[i].vlen as usize).await?;
+                Ok(f(Some(&v)))
+            }
+        },
+    }
+}
+
+/// A read-only view of the tree as of the moment it was taken.
+///
+/// Pages it can see are neither changed in place nor reused while it lives, however long
+/// that is (a long-lived snapshot holds space: the file grows until it is dropped).
+pub struct Snapshot<S: PageStore> {
+    sh: Rc<Shared<S>>,
+    root: u64,
+    count: u64,
+    gen: u64,
+}
+
+impl<S: PageStore> Clone for Snapshot<S> {
+    fn clone(&self) -> Self {
+        *self.sh.st.borrow_mut().live.entry(self.gen).or_insert(0) += 1;
+        Snapshot {
+            sh: self.sh.clone(),
+            root: self.root,
+            count: self.count,
+            gen: self.gen,
+        }
+    }
+}
+
+impl<S: PageStore> Drop for Snapshot<S> {
+    fn drop(&mut self) {
+        self.sh.unregister_snapshot(self.gen);
+    }
+}
+
+impl<S: PageStore> Snapshot<S> {
+    /// Items in the snapshot.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+    /// True if it holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+    /// The value under `key`, copied out.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        get_with(&self.sh, self.root, key, |v| v.map(<[u8]>::to_vec)).await
+    }
+    /// Calls `f` with the value under `key`, borrowed.
+    pub async fn get_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, Error> {
+        get_with(&self.sh, self.root, key, f).await
+    }
+    /// The smallest item.
+    pub async fn first(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        self.range::<(Bound<&[u8]>, Bound<&[u8]>)>(
+            (Bound::Unbounded, Bound::Unbounded),
+            Direction::Forward,
+        )
+        .await?
+        .next()
+        .await
+    }
+    /// The largest item.
+    pub async fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        self.range::<(Bound<&[u8]>, Bound<&[u8]>)>(
+            (Bound::Unbounded, Bound::Unbounded),
+            Direction::Reverse,
+        )
+        .await?
+        .next()
+        .await
+    }
+    /// A cursor over the keys in `bounds`.
+    pub async fn range<R: RangeBounds<[u8]>>(
+        &self,
+        bounds: R,
+        direction: Direction,
+    ) -> Result<Cursor<S>, Error> {
+        self.clone().into_range(bounds, direction).await
+    }
+
+    /// Like `range`, consuming the snapshot.
+    pub async fn into_range<R: RangeBounds<[u8]>>(
+        self,
+        bounds: R,
+        direction: Direction,
+    ) -> Result<Cursor<S>, Error> {
+        let own = |b: Bound<&[u8]>| match b {
+            Bound::Included(k) => Bound::Included(k.to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut c = Cursor {
+            lo: own(bounds.start_bound()),
+            hi: own(bounds.end_bound()),
+            snap: self,
+            stack: Vec::new(),
+            dir: direction,
+            done: false,
+        };
+        c.seek().await?;
+        Ok(c)
+    }
+}
+
+/// An async iterator over a key range of a snapshot.
+pub struct Cursor<S: PageStore> {
+    snap: Snapshot<S>,
+    /// Root-to-leaf: (node, child index taken / position in the leaf).
+    stack: Vec<(Rc<Node>, isize)>,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    dir: Direction,
+    done: bool,
+}
+
+impl<S: PageStore> Cursor<S> {
+    async fn seek(&mut self) -> Result<(), Error> {
+        let sh = self.snap.sh.clone();
+        let mut id = self.snap.root;
+        let fwd = self.dir == Direction::Forward;
+        let bound = if fwd { &self.lo } else { &self.hi };
+        loop {
+            let node = sh.node(id).await?;
+            if node.leaf {
+                let n = node.len() as isize;
+                let pos = match (fwd, bound) {
+                    (true, Bound::Unbounded) => 0,
+                    (false, Bound::Unbounded) => n - 1,
+                    (true, Bound::Included(k)) => node.search(k).unwrap_or_else(|i| i) as isize,
+                    (true, Bound::Excluded(k)) => match node.search(k) {
+                        Ok(i) => i as isize + 1,
+                        Err(i) => i as isize,
+                    },
+                    (false, Bound::Included(k)) => match node.search(k) {
+                        Ok(i) => i as isize,
+                        Err(i) => i as isize - 1,
+                    },
+                    (false, Bound::Excluded(k)) => {
+                        node.search(k).unwrap_or_else(|i| i) as isize - 1
+                    }
+                };
+                self.stack.push((node, pos));
+                return Ok(());
+            }
+            let idx = match bound {
+                Bound::Unbounded if fwd => 0,
+                Bound::Unbounded => node.len() - 1,
+                Bound::Included(k) | Bound::Excluded(k) => node.child_index(k),
+            };
+            id = node.kids[idx];
+            self.stack.push((node, idx as isize));
+        }
+    }
+
+    /// The next item, or None at the end of the range.
+    pub async fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
+        let fwd = self.dir == Direction::Forward;
+        let step: isize = if fwd { 1 } else { -1 };
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let (leaf, pos) = self.stack.last_mut().expect("the leaf is on the stack");
+            if *pos >= 0 && (*pos as usize) < leaf.len() {
+                let i = *pos as usize;
+                let k = leaf.key(i);
+                let inside = if fwd {
+                    match &self.hi {
+                        Bound::Included(h) => k <= h.as_slice(),
+                        Bound::Excluded(h) => k < h.as_slice(),
+                        Bound::Unbounded => true,
+                    }
+                } else {
+                    match &self.lo {
+                        Bound::Included(l) => k >= l.as_slice(),
+                        Bound::Excluded(l) => k > l.as_slice(),
+                        Bound::Unbounded => true,
+                    }
+                };
+                if !inside {
+                    self.done = true;
+                    return Ok(None);
+                }
+                *pos += step;
+                let key = k.to_vec();
+                let value = match leaf.overflow_first(i) {
+                    None => leaf.val_raw(i).to_vec(),
+                    Some(first) => {
+                        let len = leaf.ents[i].vlen as usize;
+                        let sh = self.snap.sh.clone();
+                        sh.read_run(first, len).await?
+                    }
+                };
+                return Ok(Some((key, value)));
+            }
+            // Leaf exhausted: climb to the next branch with a sibling, then descend.
+            self.stack.pop();
+            let sh = self.snap.sh.clone();
+            let child = loop {
+                let Some((node, idx)) = self.stack.last_mut() else {
+                    self.done = true;
+                    return Ok(None);
+                };
+                let ni = *idx + step;
+                if ni >= 0 && (ni as usize) < node.len() {
+                    *idx = ni;
+                    break node.kids[ni as usize];
+                }
+                self.stack.pop();
+            };
+            let mut id = child;
+            loop {
+                let node = sh.node(id).await?;
+                let at = if fwd { 0 } else { node.len() as isize - 1 };
+                if node.leaf {
+                    self.stack.push((node, at));
+                    break;
+                }
+                id = node.kids[at as usize];
+                self.stack.push((node, at));
+            }
+        }
+    }
+}
