@@ -189,7 +189,7 @@ impl Batcher {
         let batcher = Batcher {
             next_lsn: recovered.next_lsn,
             durable_lsn: recovered.next_lsn,
-            open: OpenBatch::new(recovered.next_lsn),
+            open: OpenBatch::new(recovered.next_lsn, config.batch_bytes_target),
             queued: VecDeque::new(),
             in_flight: VecDeque::new(),
             segments,
@@ -236,7 +236,7 @@ impl Batcher {
             if self.queued.len() >= BATCHES_QUEUED_MAX {
                 return Err(AppendRefused::Full);
             }
-            let next = OpenBatch::new(self.next_lsn);
+            let next = OpenBatch::new(self.next_lsn, self.config.batch_bytes_target);
             self.queued
                 .push_back(std::mem::replace(&mut self.open, next));
         }
@@ -301,7 +301,10 @@ impl Batcher {
         }
         let mut batch = match self.queued.pop_front() {
             Some(b) => b,
-            None => std::mem::replace(&mut self.open, OpenBatch::new(self.next_lsn)),
+            None => {
+                let next = OpenBatch::new(self.next_lsn, self.config.batch_bytes_target);
+                std::mem::replace(&mut self.open, next)
+            }
         };
         let end_lsn = batch.first_lsn + batch.count as u64;
         let mut prefix = Vec::new();
@@ -608,9 +611,13 @@ impl Batcher {
 }
 
 impl OpenBatch {
-    fn new(first_lsn: Lsn) -> OpenBatch {
+    fn new(first_lsn: Lsn, bytes_target: usize) -> OpenBatch {
+        // Room for a full batch up front: growing by doubling from a few bytes cost more
+        // copying than the records themselves.
+        let mut buf = Vec::with_capacity(bytes_target.min(64 * 1024));
+        buf.resize(BATCH_HEADER_BYTES, 0);
         OpenBatch {
-            buf: vec![0; BATCH_HEADER_BYTES],
+            buf,
             first_lsn,
             count: 0,
             streams: BTreeMap::new(),

@@ -75,13 +75,11 @@ impl Inner {
     fn wake_durable(&mut self) {
         let durable = self.batcher.durable_lsn();
         let failed = self.batcher.failed().is_some();
-        let rest = if failed {
-            BTreeMap::new()
-        } else {
-            self.durable_waiters.split_off(&durable)
-        };
-        for (_, wakers) in std::mem::replace(&mut self.durable_waiters, rest) {
-            wakers.into_iter().for_each(Waker::wake);
+        while let Some(entry) = self.durable_waiters.first_entry() {
+            if *entry.key() >= durable && !failed {
+                break;
+            }
+            entry.remove().into_iter().for_each(Waker::wake);
         }
         if failed {
             self.room_waiters.drain(..).for_each(Waker::wake);
