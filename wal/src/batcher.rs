@@ -624,3 +624,268 @@ impl OpenBatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The batcher at its boundary: a script of appends, polls and completions in, a trace
+    //! of what it asked for and what became durable out.
+
+    use super::*;
+
+    fn run(script: &str) -> String {
+        let recovered = Recovered {
+            next_lsn: 1,
+            next_segment: 1,
+            ..Recovered::default()
+        };
+        let mut b = Batcher::new(Config::test_min(), &recovered, 1, 7);
+        let mut out = String::new();
+        for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let n = |i: usize| words[i].parse::<u64>().expect("number");
+            let said = match words[0] {
+                "append" => match b.append(n(1), n(2), 0, &vec![7; n(3) as usize]) {
+                    Ok(lsn) => format!("lsn {lsn}"),
+                    Err(AppendRefused::Full) => "full".into(),
+                    Err(AppendRefused::Error(e)) => format!("error {e}"),
+                },
+                "poll" => {
+                    let mut acts = Vec::new();
+                    while let Some(a) = b.poll_action() {
+                        acts.push(match a {
+                            Action::Write {
+                                id,
+                                file,
+                                offset,
+                                bytes,
+                            } => format!("write#{id} file {file} @{offset} {}B", bytes.len()),
+                            Action::Allocate { id, file, .. } => {
+                                format!("allocate#{id} file {file}")
+                            }
+                            Action::Retire { id, file } => format!("retire#{id} file {file}"),
+                            Action::Remove { id, file } => format!("remove#{id} file {file}"),
+                        });
+                    }
+                    if acts.is_empty() {
+                        "idle".into()
+                    } else {
+                        acts.join(", ")
+                    }
+                }
+                "done" => {
+                    b.complete(n(1), Ok(()));
+                    format!("durable < {}", b.durable_lsn())
+                }
+                "fail" => {
+                    b.complete(n(1), Err("boom".into()));
+                    format!("failed: {}", b.failed().is_some())
+                }
+                "flush" => {
+                    // Start and complete every I/O until the batcher asks for nothing more.
+                    let mut kinds = Vec::new();
+                    while let Some(a) = b.poll_action() {
+                        let (id, kind) = match a {
+                            Action::Write { id, .. } => (id, "write"),
+                            Action::Allocate { id, .. } => (id, "allocate"),
+                            Action::Retire { id, .. } => (id, "retire"),
+                            Action::Remove { id, .. } => (id, "remove"),
+                        };
+                        b.complete(id, Ok(()));
+                        kinds.push(kind);
+                    }
+                    format!("{} durable < {}", kinds.join(" "), b.durable_lsn())
+                }
+                "release" => {
+                    b.release(n(1), n(2));
+                    "ok".into()
+                }
+                "stats" => {
+                    let s = b.stats();
+                    format!(
+                        "live {} spare {} in flight {} held by {:?}",
+                        s.segments_live, s.segments_spare, s.batches_in_flight, s.held_by
+                    )
+                }
+                other => panic!("unknown command {other}"),
+            };
+            b.check_invariants();
+            out.push_str(&format!("{line:<20} -> {said}\n"));
+        }
+        out
+    }
+
+    fn check(script: &str, expected: &str) {
+        let got = run(script);
+        let want: String = expected
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let norm = |text: &str| -> String {
+            text.lines()
+                .map(|l| {
+                    let (a, b) = l.split_once("->").unwrap_or((l, ""));
+                    format!("{} -> {}\n", a.trim(), b.trim())
+                })
+                .collect()
+        };
+        assert_eq!(norm(&got), norm(&want), "\n--- got ---\n{got}");
+    }
+
+    #[test]
+    fn lone_append_is_written_at_once_with_the_segment_header() {
+        check(
+            "poll
+             done 1
+             append 1 1 100
+             poll
+             done 2
+             poll",
+            "poll -> allocate#1 file 1
+             done 1 -> durable < 1
+             append 1 1 100 -> lsn 1
+             poll -> write#2 file 1 @0 8192B, allocate#3 file 2
+             done 2 -> durable < 2
+             poll -> idle",
+        );
+    }
+
+    #[test]
+    fn appends_during_a_write_join_the_next_batch_which_starts_on_a_fresh_block() {
+        check(
+            "poll
+             done 1
+             append 1 1 100
+             poll
+             append 1 2 100
+             append 2 1 100
+             poll
+             done 4
+             done 2
+             poll",
+            "poll -> allocate#1 file 1
+             done 1 -> durable < 1
+             append 1 1 100 -> lsn 1
+             poll -> write#2 file 1 @0 8192B, allocate#3 file 2
+             append 1 2 100 -> lsn 2
+             append 2 1 100 -> lsn 3
+             poll -> write#4 file 1 @8192 4096B
+             done 4 -> durable < 1
+             done 2 -> durable < 4
+             poll -> idle",
+        );
+    }
+
+    #[test]
+    fn writes_in_flight_are_bounded_and_a_full_queue_refuses() {
+        // test_min: 4 writes in flight, a batch closes past 8 KiB, 4 sealed batches queue.
+        check(
+            "flush
+             append 1 1 10
+             poll
+             append 1 2 10
+             poll
+             append 1 3 10
+             poll
+             append 1 4 10
+             poll
+             append 1 5 4000
+             append 1 6 4000
+             append 1 7 4000
+             append 1 8 4000
+             append 1 9 4000
+             append 1 10 4000
+             append 1 11 4000
+             append 1 12 4000
+             append 1 13 4000
+             append 1 14 4000
+             append 1 15 4000
+             stats",
+            "flush -> allocate durable < 1
+             append 1 1 10 -> lsn 1
+             poll -> write#2 file 1 @0 8192B, allocate#3 file 2
+             append 1 2 10 -> lsn 2
+             poll -> write#4 file 1 @8192 4096B
+             append 1 3 10 -> lsn 3
+             poll -> write#5 file 1 @12288 4096B
+             append 1 4 10 -> lsn 4
+             poll -> write#6 file 1 @16384 4096B
+             append 1 5 4000 -> lsn 5
+             append 1 6 4000 -> lsn 6
+             append 1 7 4000 -> lsn 7
+             append 1 8 4000 -> lsn 8
+             append 1 9 4000 -> lsn 9
+             append 1 10 4000 -> lsn 10
+             append 1 11 4000 -> lsn 11
+             append 1 12 4000 -> lsn 12
+             append 1 13 4000 -> lsn 13
+             append 1 14 4000 -> lsn 14
+             append 1 15 4000 -> full
+             stats -> live 1 spare 0 in flight 4 held by Some((1, 1))",
+        );
+    }
+
+    #[test]
+    fn a_failed_write_fails_the_log_for_good() {
+        check(
+            "poll
+             done 1
+             append 1 1 10
+             poll
+             append 1 2 10
+             poll
+             done 4
+             fail 2
+             append 1 3 10
+             poll",
+            "poll -> allocate#1 file 1
+             done 1 -> durable < 1
+             append 1 1 10 -> lsn 1
+             poll -> write#2 file 1 @0 8192B, allocate#3 file 2
+             append 1 2 10 -> lsn 2
+             poll -> write#4 file 1 @8192 4096B
+             done 4 -> durable < 1
+             fail 2 -> failed: true
+             append 1 3 10 -> error wal: failed by an earlier error: boom
+             poll -> idle",
+        );
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_refused_naming_its_size() {
+        check(
+            "append 1 1 8193",
+            "append 1 1 8193 -> error wal: record payload of 8193 bytes exceeds the 8192-byte maximum",
+        );
+    }
+
+    #[test]
+    fn segments_roll_over_and_the_head_is_recycled_once_every_stream_released_it() {
+        // 64 KiB segments: a header block and 15 one-block batches each.
+        let mut script = String::from("flush\n");
+        for i in 1..=16 {
+            script.push_str(&format!("append {} {i} 1000\nflush\n", i % 2));
+        }
+        script.push_str(
+            "stats\nrelease 0 100\nflush\nstats\nrelease 1 15\nflush\nrelease 1 16\nflush\nstats\n",
+        );
+        let got = run(&script);
+        let tail: Vec<&str> = got.lines().rev().take(9).collect();
+        let want = [
+            "stats -> live 2 spare 1 in flight 0 held by Some((0, 2))",
+            "release 0 100 -> ok",
+            "flush -> durable < 17",
+            "stats -> live 2 spare 1 in flight 0 held by Some((1, 2))",
+            "release 1 15 -> ok",
+            "flush -> durable < 17", // stream 1 still needs index 15
+            "release 1 16 -> ok",
+            "flush -> retire remove durable < 17", // one spare is kept, the other removed
+            "stats -> live 1 spare 1 in flight 0 held by None",
+        ];
+        for (got_line, want_line) in tail.iter().rev().zip(want) {
+            let (a, b) = got_line.split_once("->").expect("a trace line");
+            assert_eq!(format!("{} -> {}", a.trim(), b.trim()), want_line, "{got}");
+        }
+    }
+}
