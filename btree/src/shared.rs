@@ -65,6 +65,8 @@ pub(crate) struct State {
     /// Reusable now. Lowest first, so live data drifts toward the start of the file.
     pub free: BTreeSet<u64>,
     pub pending: Vec<Pending>,
+    /// The ids in `pending`, for O(1) membership.
+    pub pending_ids: IdSet,
     /// Generation each page was allocated in (absent: before this open, i.e. 0).
     pub page_gen: IdMap<u64>,
     /// Live snapshot generations (the durable and the in-flight checkpoint included).
@@ -95,12 +97,22 @@ impl State {
             if self.visible(p.alloc_gen, p.freed_gen) {
                 self.pending.push(p);
             } else {
+                self.pending_ids.remove(&p.id);
                 self.release(p.id);
             }
         }
     }
 
     fn release(&mut self, id: u64) {
+        // A node freed before the checkpoint that captured it got to write it gains its
+        // long-key runs only then: they go with it.
+        if let Some(runs) = self.long_runs.remove(&id) {
+            for (first, n) in runs {
+                for p in first..first + n {
+                    self.release(p);
+                }
+            }
+        }
         if let Some(s) = self.cache.remove(&id) {
             self.cache_bytes -= s.bytes;
         }
@@ -182,6 +194,7 @@ impl State {
                 alloc_gen: g,
                 freed_gen: self.gen,
             });
+            self.pending_ids.insert(id);
         } else {
             self.release(id);
         }
@@ -290,7 +303,9 @@ impl<S: PageStore> Shared<S> {
         }
         let node = Rc::new(Node::from_view(&view, self.page, &long_keys, id)?);
         let mut st = self.st.borrow_mut();
-        if !runs.is_empty() {
+        // Only a page the writer still references may gain its runs here: a pending page's
+        // runs were freed with it already.
+        if !runs.is_empty() && !st.pending_ids.contains(&id) {
             st.long_runs.entry(id).or_insert(runs);
         }
         if let Some(s) = st.cache.get(&id) {

@@ -221,6 +221,7 @@ impl<S: PageStore> Tree<S> {
             hw: 0,
             free: BTreeSet::new(),
             pending: Vec::new(),
+            pending_ids: Default::default(),
             page_gen: Default::default(),
             live: BTreeMap::from([(0, 1)]),
             reclaim_due: false,
@@ -820,6 +821,13 @@ impl<S: PageStore> Tree<S> {
         writes.sort_unstable_by_key(|w| w.0);
         let mut captured: Vec<u64> = st.free.iter().copied().collect();
         captured.extend(st.pending.iter().map(|p| p.id));
+        // Long-key runs a checkpoint gave a node after the writer had freed it are pending
+        // with that node (see `State::release`).
+        for p in &st.pending {
+            if let Some(runs) = st.long_runs.get(&p.id) {
+                captured.extend(runs.iter().flat_map(|&(f, n)| f..f + n));
+            }
+        }
         captured.extend(self.durable_extra.iter().copied());
         self.ckpt = Some(Ckpt {
             gen,
@@ -1182,9 +1190,22 @@ impl<S: PageStore> Tree<S> {
             ));
         }
         let st = self.sh.st.borrow();
-        let pending: HashSet<u64> = st.pending.iter().map(|p| p.id).collect();
+        let mut pending: HashSet<u64> = st.pending.iter().map(|p| p.id).collect();
         if pending.len() != st.pending.len() {
             return Err(inv(None, "a page pending twice"));
+        }
+        // A node freed before its checkpoint wrote it got its long-key runs afterwards:
+        // they are pending with it.
+        for p in &st.pending {
+            if let Some(runs) = st.long_runs.get(&p.id) {
+                for &(f, n) in runs {
+                    for q in f..f + n {
+                        if !pending.insert(q) {
+                            return Err(inv(Some(q), "long-key page pending twice"));
+                        }
+                    }
+                }
+            }
         }
         let mut owned: HashSet<u64> = self.durable_extra.iter().copied().collect();
         if let Some(ck) = &self.ckpt {

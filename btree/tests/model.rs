@@ -1,0 +1,292 @@
+//! The tree against a `BTreeMap` model under random operations, snapshots, sliced
+//! checkpoints, injected I/O faults and crashes (SimStore loses or tears unsynced writes).
+//!
+//! After every reopen the tree must equal the model as of the last completed checkpoint;
+//! every snapshot must equal the model as of when it was taken. A failing case prints its
+//! operations and the store seed, which replay it exactly.
+
+use btree::{block_on, Config, Direction, Error, SimStore, Snapshot, Tree, WriteBatch};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn key(i: u16) -> Vec<u8> {
+    if i % 41 == 0 {
+        // Long keys (over the inline limit of 4 KiB pages) sharing a long prefix, so that
+        // long keys and long separators both occur.
+        let mut k = vec![b'L'; 1100];
+        k.extend_from_slice(format!("{i:05}").as_bytes());
+        k
+    } else {
+        format!("k{i:05}").into_bytes()
+    }
+}
+
+fn value(i: u16, len: u16, salt: u8) -> Vec<u8> {
+    let len = if len % 37 == 0 {
+        3000 + (len as usize % 1000) * 20
+    } else {
+        len as usize % 300
+    };
+    (0..len)
+        .map(|j| {
+            (j as u8)
+                .wrapping_mul(31)
+                .wrapping_add(salt)
+                .wrapping_add(i as u8)
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u16, u16, u8),
+    Delete(u16),
+    Batch(Vec<(u16, Option<u16>)>),
+    Get(u16),
+    Range(u16, u16, bool, bool, bool),
+    Snapshot,
+    CheckSnapshot(usize),
+    DropSnapshot(usize),
+    Checkpoint,
+    CheckpointStep(u8),
+    Crash,
+    FaultInCheckpoint(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0u16..240;
+    prop_oneof![
+        30 => (k.clone(), any::<u16>(), any::<u8>()).prop_map(|(k, l, s)| Op::Put(k, l, s)),
+        10 => k.clone().prop_map(Op::Delete),
+        4 => prop::collection::vec((k.clone(), prop::option::of(any::<u16>())), 1..30).prop_map(Op::Batch),
+        6 => k.clone().prop_map(Op::Get),
+        5 => (k.clone(), k.clone(), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(a, b, i, j, f)| Op::Range(a, b, i, j, f)),
+        2 => Just(Op::Snapshot),
+        2 => any::<usize>().prop_map(Op::CheckSnapshot),
+        2 => any::<usize>().prop_map(Op::DropSnapshot),
+        4 => Just(Op::Checkpoint),
+        4 => any::<u8>().prop_map(Op::CheckpointStep),
+        3 => Just(Op::Crash),
+        2 => any::<u8>().prop_map(Op::FaultInCheckpoint),
+    ]
+}
+
+async fn contents(snap_or_tree: &Snapshot<SimStore>) -> Result<Model, Error> {
+    let mut c = snap_or_tree
+        .range::<(Bound<&[u8]>, Bound<&[u8]>)>(
+            (Bound::Unbounded, Bound::Unbounded),
+            Direction::Forward,
+        )
+        .await?;
+    let mut m = Model::new();
+    while let Some((k, v)) = c.next().await? {
+        m.insert(k, v);
+    }
+    Ok(m)
+}
+
+struct World {
+    store: SimStore,
+    config: Config,
+    tree: Option<Tree<SimStore>>,
+    model: Model,
+    durable: Model,
+    /// The model a sliced checkpoint in flight captured.
+    in_flight: Option<Model>,
+    snaps: Vec<(Snapshot<SimStore>, Model)>,
+}
+
+impl World {
+    fn t(&mut self) -> &mut Tree<SimStore> {
+        self.tree.as_mut().expect("open")
+    }
+
+    async fn crash_and_reopen(&mut self, newer: Vec<Model>) {
+        self.snaps.clear();
+        self.tree = None;
+        self.store.clear_faults();
+        self.store.crash();
+        let t = Tree::open(self.store.clone(), self.config.clone())
+            .await
+            .expect("reopen after crash");
+        t.check_invariants().await.expect("invariants after reopen");
+        let got = contents(&t.snapshot()).await.expect("read after reopen");
+        if got != self.durable {
+            // After a fault inside a checkpoint, any checkpoint that was under way may have
+            // completed.
+            let Some(m) = newer.into_iter().find(|m| *m == got) else {
+                panic!(
+                    "reopened tree ({} items) is not the last checkpoint ({} items)",
+                    got.len(),
+                    self.durable.len()
+                );
+            };
+            self.durable = m;
+        }
+        assert_eq!(t.len(), self.durable.len() as u64);
+        self.model = self.durable.clone();
+        self.in_flight = None;
+        self.tree = Some(t);
+    }
+
+    async fn run(&mut self, op: &Op) {
+        match op {
+            Op::Put(k, l, s) => {
+                let v = value(*k, *l, *s);
+                self.t().put(&key(*k), &v).await.unwrap();
+                self.model.insert(key(*k), v);
+            }
+            Op::Delete(k) => {
+                let had = self.t().delete(&key(*k)).await.unwrap();
+                assert_eq!(had, self.model.remove(&key(*k)).is_some());
+            }
+            Op::Batch(ops) => {
+                let mut b = WriteBatch::new();
+                for (k, v) in ops {
+                    match v {
+                        Some(l) => {
+                            let v = value(*k, *l, 7);
+                            b.put(&key(*k), &v);
+                            self.model.insert(key(*k), v);
+                        }
+                        None => {
+                            b.delete(&key(*k));
+                            self.model.remove(&key(*k));
+                        }
+                    }
+                }
+                self.t().apply(&b).await.unwrap();
+            }
+            Op::Get(k) => {
+                let got = self.t().get(&key(*k)).await.unwrap();
+                assert_eq!(got.as_ref(), self.model.get(&key(*k)));
+            }
+            Op::Range(a, b, ai, bi, fwd) => {
+                let (a, b) = (key(*a).min(key(*b)), key(*a).max(key(*b)));
+                let lo = if *ai {
+                    Bound::Included(a.as_slice())
+                } else {
+                    Bound::Excluded(a.as_slice())
+                };
+                let hi = if *bi {
+                    Bound::Included(b.as_slice())
+                } else {
+                    Bound::Excluded(b.as_slice())
+                };
+                if a == b && !(*ai && *bi) {
+                    return; // BTreeMap panics on an empty excluded range; nothing to compare
+                }
+                let dir = if *fwd {
+                    Direction::Forward
+                } else {
+                    Direction::Reverse
+                };
+                let mut c = self.t().range((lo, hi), dir).await.unwrap();
+                let mut got = Vec::new();
+                while let Some(kv) = c.next().await.unwrap() {
+                    got.push(kv);
+                }
+                let mut want: Vec<(Vec<u8>, Vec<u8>)> = self
+                    .model
+                    .range::<[u8], _>((lo, hi))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !*fwd {
+                    want.reverse();
+                }
+                assert_eq!(got, want);
+            }
+            Op::Snapshot => {
+                if self.snaps.len() < 4 {
+                    let s = self.t().snapshot();
+                    self.snaps.push((s, self.model.clone()));
+                }
+            }
+            Op::CheckSnapshot(i) => {
+                if !self.snaps.is_empty() {
+                    let (s, m) = &self.snaps[i % self.snaps.len()];
+                    assert_eq!(&contents(s).await.unwrap(), m);
+                    assert_eq!(s.len(), m.len() as u64);
+                }
+            }
+            Op::DropSnapshot(i) => {
+                if !self.snaps.is_empty() {
+                    let n = self.snaps.len();
+                    self.snaps.remove(i % n);
+                }
+            }
+            Op::Checkpoint => {
+                self.t().checkpoint().await.unwrap();
+                self.durable = self.model.clone();
+                self.in_flight = None;
+            }
+            Op::CheckpointStep(budget) => {
+                if self.in_flight.is_none() {
+                    self.in_flight = Some(self.model.clone());
+                }
+                match self
+                    .t()
+                    .checkpoint_step(*budget as usize % 8 + 1)
+                    .await
+                    .unwrap()
+                {
+                    btree::CheckpointProgress::Done(_) => {
+                        self.durable = self.in_flight.take().unwrap();
+                    }
+                    btree::CheckpointProgress::InProgress { .. } => {}
+                }
+            }
+            Op::Crash => self.crash_and_reopen(Vec::new()).await,
+            Op::FaultInCheckpoint(n) => {
+                let newer: Vec<Model> = self
+                    .in_flight
+                    .iter()
+                    .cloned()
+                    .chain([self.model.clone()])
+                    .collect();
+                self.store.fail_after(*n as u64 % 24);
+                let r = self.t().checkpoint().await;
+                self.store.clear_faults();
+                match r {
+                    Ok(_) => {
+                        self.durable = self.model.clone();
+                        self.in_flight = None;
+                    }
+                    Err(Error::Store(_)) => {
+                        // Poisoned until reopened; whichever checkpoint finished is fine.
+                        assert_eq!(self.t().put(b"x", b"y").await, Err(Error::Poisoned));
+                        self.crash_and_reopen(newer).await;
+                    }
+                    Err(e) => panic!("unexpected error {e}"),
+                }
+            }
+        }
+        if let Some(t) = &self.tree {
+            t.check_invariants().await.unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #[test]
+    fn tree_matches_model_through_crashes(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..120)) {
+        block_on(async {
+            let config = Config::test_min();
+            let store = SimStore::new(config.page_size_bytes, seed);
+            let tree = Tree::open(store.clone(), config.clone()).await.unwrap();
+            let mut w = World {
+                store, config, tree: Some(tree), model: Model::new(), durable: Model::new(),
+                in_flight: None, snaps: Vec::new(),
+            };
+            for op in &ops {
+                w.run(op).await;
+            }
+            w.crash_and_reopen(Vec::new()).await;
+        });
+    }
+}
