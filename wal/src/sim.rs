@@ -378,3 +378,106 @@ pub fn block_on<T: 'static>(
         }
     }
 }
+
+/// Builds segment files from arbitrary bytes, for the fuzz target and its stable proptest
+/// twin: some files are raw bytes, most carry a valid segment header followed by a mix of
+/// well-formed batches (with fields taken from the input), raw bytes and gaps, so that the
+/// fuzzer reaches the batch and record decoders and the corruption checks, not only the
+/// header check.
+pub fn files_from_fuzz_input(data: &[u8]) -> Vec<(FileId, Vec<u8>)> {
+    use crate::format::{
+        batch_bytes, encode_batch_header, encode_record, encode_segment_header, BatchHeader,
+        RecordView, SegmentHeader,
+    };
+    use crate::limits::{BATCH_HEADER_BYTES, BLOCK_BYTES, SEGMENT_BYTES_MIN};
+
+    const SALT: u64 = 0x5a17_5a17;
+    let mut input = data.iter().copied();
+    let mut next = move || input.next();
+    let mut files = Vec::new();
+    let mut lsn = 1u64;
+    while let Some(control) = next() {
+        let id = files.len() as FileId;
+        if files.len() >= 6 {
+            break;
+        }
+        if control % 4 == 0 {
+            let len = u16::from_le_bytes([next().unwrap_or(0), next().unwrap_or(0)]) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next().unwrap_or(0)).collect();
+            files.push((id, bytes));
+            continue;
+        }
+        let size = SEGMENT_BYTES_MIN as usize;
+        let mut seg = vec![0u8; size];
+        lsn = lsn.saturating_add(next().unwrap_or(0) as u64 % 3); // sometimes a gap
+        encode_segment_header(
+            &mut seg,
+            &SegmentHeader {
+                number: control as u64 / 4 + 1,
+                first_lsn: lsn.max(1),
+                segment_bytes: size as u64,
+                salt: SALT,
+            },
+        );
+        let mut offset = BLOCK_BYTES;
+        while offset < size {
+            let Some(op) = next() else { break };
+            match op % 4 {
+                0 | 1 => {
+                    let count = 1 + op as u64 / 4 % 4;
+                    let mut buf = vec![0u8; BATCH_HEADER_BYTES];
+                    let first = lsn;
+                    for k in 0..count {
+                        let len = next().unwrap_or(0) as usize * (1 + op as usize % 7);
+                        let payload: Vec<u8> = (0..len).map(|i| (i as u8) ^ op).collect();
+                        encode_record(
+                            &mut buf,
+                            &RecordView {
+                                lsn: first + k,
+                                stream: next().unwrap_or(0) as u64 % 4,
+                                index: k + next().unwrap_or(0) as u64,
+                                kind: 0,
+                                payload: &payload,
+                            },
+                        );
+                    }
+                    let records_bytes = buf.len() - BATCH_HEADER_BYTES;
+                    let on_disk = batch_bytes(records_bytes);
+                    if offset + on_disk > size {
+                        break;
+                    }
+                    buf.resize(on_disk, 0);
+                    let durable_back = next().unwrap_or(0) as u64 % 8;
+                    encode_batch_header(
+                        &mut buf,
+                        &BatchHeader {
+                            salt: SALT,
+                            first_lsn: first,
+                            durable_lsn: if op % 4 == 1 {
+                                first // claims everything before it was durable
+                            } else {
+                                first.saturating_sub(durable_back).max(1)
+                            },
+                            batch_bytes: on_disk as u32,
+                            record_count: count as u32,
+                            records_bytes: records_bytes as u32,
+                        },
+                    );
+                    seg[offset..offset + on_disk].copy_from_slice(&buf);
+                    offset += on_disk;
+                    lsn = first + count;
+                }
+                2 => {
+                    let len = (next().unwrap_or(0) as usize * 16).min(size - offset);
+                    for b in &mut seg[offset..offset + len] {
+                        *b = next().unwrap_or(0);
+                    }
+                    offset = (offset + len).next_multiple_of(BLOCK_BYTES);
+                }
+                _ => offset += BLOCK_BYTES,
+            }
+        }
+        files.push((id, seg));
+    }
+    files
+}
