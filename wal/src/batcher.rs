@@ -528,9 +528,9 @@ impl Batcher {
         self.segments
             .iter()
             .skip_while(|s| {
-                !s.streams
+                s.streams
                     .get(&stream)
-                    .is_some_and(|(_, hi)| *hi >= from_index)
+                    .is_none_or(|(_, hi)| *hi < from_index)
             })
             .filter(|s| s.streams.contains_key(&stream))
             .map(|s| (s.file, s.salt, s.first_lsn, s.write_offset))
