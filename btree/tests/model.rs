@@ -54,10 +54,12 @@ enum Op {
     CheckpointStep(u8),
     Crash,
     FaultInCheckpoint(u8),
+    /// Many puts at once (start key, count, value length), to grow the tree deep.
+    Fill(u16, u16, u16),
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let k = 0u16..240;
+    let k = 0u16..2000;
     prop_oneof![
         30 => (k.clone(), any::<u16>(), any::<u8>()).prop_map(|(k, l, s)| Op::Put(k, l, s)),
         10 => k.clone().prop_map(Op::Delete),
@@ -72,6 +74,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<u8>().prop_map(Op::CheckpointStep),
         3 => Just(Op::Crash),
         2 => any::<u8>().prop_map(Op::FaultInCheckpoint),
+        1 => (0u16..2000, 0u16..400, any::<u16>()).prop_map(|(k, n, l)| Op::Fill(k, n, l)),
     ]
 }
 
@@ -238,6 +241,13 @@ impl World {
                         self.durable = self.in_flight.take().unwrap();
                     }
                     btree::CheckpointProgress::InProgress { .. } => {}
+                }
+            }
+            Op::Fill(start, n, l) => {
+                for k in *start..start.saturating_add(*n).min(2000) {
+                    let v = value(k, l.wrapping_add(k) % 300 + 1, 3);
+                    self.t().put(&key(k), &v).await.unwrap();
+                    self.model.insert(key(k), v);
                 }
             }
             Op::Crash => self.crash_and_reopen(Vec::new()).await,
