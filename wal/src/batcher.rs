@@ -149,6 +149,8 @@ pub struct Batcher {
     next_segment: u64,
     next_file: FileId,
     allocating: usize,
+    /// Spares to keep: `spare_segments` while `Wal::open` preallocates, then 1.
+    spares_wanted: usize,
     retiring: bool,
     pending: HashMap<IoId, Pending>,
     next_io: IoId,
@@ -198,6 +200,7 @@ impl Batcher {
             next_segment: recovered.next_segment,
             next_file,
             allocating: 0,
+            spares_wanted: 1,
             retiring: false,
             pending: HashMap::new(),
             next_io: 1,
@@ -387,7 +390,11 @@ impl Batcher {
         if let Some(remove) = self.removals.pop_front() {
             return Some(remove);
         }
-        if self.spares.len() + self.allocating < self.config.spare_segments.max(1) {
+        // While running, allocate only when no spare is left: a segment that rolls over is
+        // normally replaced by the head retiring, and a 64 MiB zero-fill competing with the
+        // log's own writes is what a p99 notices. `Wal::open` fills the pool up front
+        // (`preallocate`).
+        if self.spares.len() + self.allocating < self.spares_wanted {
             let file = self.next_file;
             self.next_file += 1;
             self.allocating += 1;
@@ -486,6 +493,15 @@ impl Batcher {
         }
         #[cfg(debug_assertions)]
         self.check_invariants();
+    }
+
+    /// The next allocation needed to fill the spare pool to `spare_segments` (the host calls
+    /// this at open, completing each, until it returns `None`).
+    pub fn preallocate(&mut self) -> Option<Action> {
+        self.spares_wanted = self.config.spare_segments.max(1);
+        let action = self.next_housekeeping();
+        self.spares_wanted = 1;
+        action
     }
 
     /// Records that `stream` no longer needs its records below `below_index` (its tree has

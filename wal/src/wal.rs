@@ -201,7 +201,7 @@ impl<D: BlockDevice> Wal<D> {
         let mut batcher = Batcher::new(config.clone(), &recovered, next_file, salt_seed);
         // Allocate the spares now, so that the first appends never wait for a 64 MiB write
         // (and retire a head segment that holds no records, if recovery left one).
-        while let Some(action) = batcher.poll_action() {
+        while let Some(action) = batcher.preallocate() {
             let (id, result) = perform(&device, action).await;
             batcher.complete(id, result);
             if let Some(e) = batcher.failed() {
