@@ -70,8 +70,15 @@ struct Params {
     items: u64,
     gets: u64,
     scans: u64,
+    /// Durable commits per engine in all (split over `rounds` child processes).
     commits: u64,
+    /// Untimed commits at the start of each round.
     warmup_commits: u64,
+    /// `small_commit` runs in this many rounds per engine, interleaved across engines, so that
+    /// the disk's drift (other tenants' flushes) falls on every engine alike.
+    rounds: u64,
+    /// Which round a child runs (children only).
+    round: u64,
 }
 
 impl Params {
@@ -83,6 +90,8 @@ impl Params {
                 scans: 20_000,
                 commits: 300,
                 warmup_commits: 20,
+                rounds: 2,
+                round: 0,
             }
         } else {
             Params {
@@ -91,6 +100,8 @@ impl Params {
                 scans: 100_000,
                 commits: 2_000,
                 warmup_commits: 50,
+                rounds: 4,
+                round: 0,
             }
         };
         if let Some(items) = items {
@@ -101,8 +112,14 @@ impl Params {
 
     fn to_arg(self) -> String {
         format!(
-            "{},{},{},{},{}",
-            self.items, self.gets, self.scans, self.commits, self.warmup_commits
+            "{},{},{},{},{},{},{}",
+            self.items,
+            self.gets,
+            self.scans,
+            self.commits,
+            self.warmup_commits,
+            self.rounds,
+            self.round
         )
     }
 
@@ -111,7 +128,7 @@ impl Params {
             .split(',')
             .map(|x| x.parse::<u64>())
             .collect::<std::result::Result<_, _>>()?;
-        if v.len() != 5 {
+        if v.len() != 7 {
             return Err(format!("bad params {s:?}").into());
         }
         Ok(Params {
@@ -120,6 +137,8 @@ impl Params {
             scans: v[2],
             commits: v[3],
             warmup_commits: v[4],
+            rounds: v[5],
+            round: v[6],
         })
     }
 }
@@ -295,18 +314,28 @@ async fn run_commits(
     p: &Params,
     mut commit: impl AsyncFnMut(u64) -> Result<()>,
 ) -> Result<Outcome> {
-    // New items, past the bulk-loaded ones.
+    // New items, past the bulk-loaded ones and those of earlier rounds.
+    let per_round = p.commits / p.rounds;
+    let first = p.items + p.round * (p.warmup_commits + per_round);
     for j in 0..p.warmup_commits {
-        commit(p.items + j).await?;
+        commit(first + j).await?;
     }
-    let base = p.items + p.warmup_commits;
-    let (elapsed, latency) = run_timed(p.commits, async |j| commit(base + j).await).await?;
+    let base = first + p.warmup_commits;
+    let mut samples = Vec::with_capacity(per_round as usize);
+    let (elapsed, latency) = run_timed(per_round, async |j| {
+        let t = Instant::now();
+        let r = commit(base + j).await;
+        samples.push(t.elapsed().as_nanos().to_string());
+        r
+    })
+    .await?;
     Ok(Outcome {
-        ops: p.commits,
+        ops: per_round,
         elapsed,
         latency,
         latency_unit: "commit",
-        extra: vec![],
+        // Every latency, so that the parent can merge the rounds exactly.
+        extra: vec![("samples_ns", format!("\"{}\"", samples.join(",")))],
     })
 }
 
@@ -571,9 +600,131 @@ mod lmdb_engine {
 
 mod percore_engine {
     use super::*;
+    use btree::{Config, Direction, Tree, WriteBatch};
 
-    pub async fn run(_case: &str, _dir: &Path, _p: &Params) -> Result<Outcome> {
-        Err("percore's btree API has not landed yet".into())
+    use devices::page_store::DmaPageStore;
+
+    type Store = DmaPageStore;
+
+    async fn open_store(path: &Path, page_size: usize) -> Result<Store> {
+        Ok(DmaPageStore::open(path, page_size).await?)
+    }
+
+    fn config() -> Config {
+        Config {
+            cache_bytes_max: CACHE_BYTES,
+            ..Config::default()
+        }
+    }
+
+    async fn open(dir: &Path) -> Result<Tree<Store>> {
+        let config = config();
+        let store = open_store(&dir.join("tree.db"), config.page_size_bytes).await?;
+        Ok(Tree::open(store, config).await?)
+    }
+
+    pub async fn run(case: &str, dir: &Path, p: &Params) -> Result<Outcome> {
+        let mut tree = open(dir).await?;
+        if case == "bulk_insert" {
+            let mut batch = WriteBatch::new();
+            let tree = &mut tree;
+            let mut out = run_bulk(p, async |step| {
+                match step {
+                    Bulk::Batch(first, end) => {
+                        batch.clear();
+                        for i in first..end {
+                            batch.put(&key(i), &value(i));
+                        }
+                        tree.apply(&batch).await?;
+                    }
+                    Bulk::Finish => {
+                        tree.checkpoint().await?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+            out.extra.push(file_bytes(&dir.join("tree.db"))?);
+            return Ok(out);
+        }
+        let start = Instant::now();
+        let mut seen = 0u64;
+        let mut sum = 0u64;
+        let mut c = tree.range(.., Direction::Forward).await?;
+        while let Some((k, v)) = c.next().await? {
+            sum += k.len() as u64 + touch(&v);
+            seen += 1;
+        }
+        drop(c);
+        black_box(sum);
+        check_warm(seen, p)?;
+        let warm = start.elapsed();
+        let mut out = match case {
+            "random_get" => {
+                let tree = &tree;
+                run_two_pass(p.gets, async |phase, i| {
+                    let k = key(pick(phase, i, p.items));
+                    let v = tree.get_with(&k, |v| v.map(touch)).await?;
+                    black_box(v.ok_or("missing key")?);
+                    Ok(())
+                })
+                .await?
+            }
+            "range_scan" => {
+                let tree = &tree;
+                let (elapsed, latency) = run_timed(p.scans, async |i| {
+                    let k = key(pick(3, i, p.items));
+                    let mut c = tree
+                        .range(
+                            (Bound::Included(&k[..]), Bound::Unbounded),
+                            Direction::Forward,
+                        )
+                        .await?;
+                    let mut n = 0;
+                    let mut sum = 0;
+                    while n < SCAN_LEN {
+                        let Some((k, v)) = c.next().await? else { break };
+                        sum += k.len() as u64 + touch(&v);
+                        n += 1;
+                    }
+                    black_box(sum);
+                    if n == 0 {
+                        return Err("empty scan".into());
+                    }
+                    Ok(())
+                })
+                .await?;
+                Outcome {
+                    ops: p.scans,
+                    elapsed,
+                    latency,
+                    latency_unit: "scan of 100 items",
+                    extra: vec![],
+                }
+            }
+            "small_commit" => {
+                let mut pages = 0u64;
+                let tree = &mut tree;
+                let mut out = run_commits(p, async |j| {
+                    tree.put(&key(j), &value(j)).await?;
+                    pages += tree.checkpoint().await?.pages_written;
+                    Ok(())
+                })
+                .await?;
+                out.extra.push((
+                    "pages_per_commit",
+                    format!(
+                        "{:.1}",
+                        pages as f64 / (p.commits / p.rounds + p.warmup_commits) as f64
+                    ),
+                ));
+                out
+            }
+            other => return Err(format!("unknown case {other}").into()),
+        };
+        out.extra.push(warm_field(warm));
+        out.extra.push(file_bytes(&dir.join("tree.db"))?);
+        Ok(out)
     }
 }
 
@@ -694,6 +845,55 @@ fn run_child(exe: &Path, engine: &str, case: &str, p: &Params, dir: &Path) -> Re
     Ok(row)
 }
 
+/// One row from the rounds of one engine: latencies merged exactly (every sample), rates
+/// from the summed counts and times, peak memory the largest, other figures averaged.
+fn merge_rounds(rounds: Vec<Row>) -> Result<Row> {
+    let n = rounds.len();
+    let last = rounds.last().ok_or("no rounds")?;
+    let (case, engine) = (last.case, last.engine.clone());
+    let mut h = histogram();
+    let (mut ops, mut elapsed, mut peak) = (0.0, 0.0, 0.0f64);
+    for r in &rounds {
+        let samples = r
+            .fields
+            .iter()
+            .find(|(k, _)| k == "samples_ns")
+            .map(|(_, v)| v.trim_matches('"').to_string())
+            .ok_or("a round without samples")?;
+        for x in samples.split(',').filter(|x| !x.is_empty()) {
+            h.saturating_record(x.parse::<u64>()?.max(1));
+        }
+        ops += r.num("ops");
+        elapsed += r.num("elapsed_s");
+        peak = peak.max(r.num("peak_rss_bytes"));
+    }
+    let q = |p: f64| format!("{:.1}", h.value_at_quantile(p) as f64 / 1e3);
+    let mut fields = Vec::new();
+    for (k, v) in &last.fields {
+        let v = match k.as_str() {
+            "samples_ns" => continue,
+            "ops_per_s" => format!("{:.0}", ops / elapsed),
+            "p50_us" => q(0.50),
+            "p99_us" => q(0.99),
+            "ops" => format!("{ops:.0}"),
+            "elapsed_s" => format!("{elapsed:.3}"),
+            "peak_rss_bytes" => format!("{peak:.0}"),
+            "pages_per_commit" | "warm_s" => {
+                let mean = rounds.iter().map(|r| r.num(k)).sum::<f64>() / n as f64;
+                format!("{mean:.2}")
+            }
+            _ => v.clone(),
+        };
+        fields.push((k.clone(), v));
+    }
+    fields.push(("rounds".into(), n.to_string()));
+    Ok(Row {
+        case,
+        engine,
+        fields,
+    })
+}
+
 fn print_table(rows: &[Row], p: &Params, quick: bool) {
     println!(
         "btree benchmark ({} run): {} items, {KEY_LEN} B keys, {VALUE_LEN} B values; {SETUP}",
@@ -787,8 +987,26 @@ fn parent(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     for case in &cases {
-        for engine in &engines {
-            let row = run_child(&exe, engine, case, &p, dir.path())?;
+        let case_rows = if *case == "small_commit" {
+            // Rounds interleaved across engines, merged per engine.
+            let mut per_engine: Vec<Vec<Row>> = engines.iter().map(|_| Vec::new()).collect();
+            for round in 0..p.rounds {
+                for (e, engine) in engines.iter().enumerate() {
+                    let q = Params { round, ..p };
+                    per_engine[e].push(run_child(&exe, engine, case, &q, dir.path())?);
+                }
+            }
+            per_engine
+                .into_iter()
+                .map(merge_rounds)
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            engines
+                .iter()
+                .map(|engine| run_child(&exe, engine, case, &p, dir.path()))
+                .collect::<Result<Vec<_>>>()?
+        };
+        for row in case_rows {
             if json {
                 println!("{}", row.json(&p));
             }
