@@ -267,7 +267,7 @@ fn run_case(seed: u64, ops: &[Op]) -> Rc<RefCell<Model>> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1000),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(3000),
         ..ProptestConfig::default()
     })]
 

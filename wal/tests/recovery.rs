@@ -259,3 +259,56 @@ proptest! {
         }
     }
 }
+
+/// Found by `acknowledged_records_survive_crashes_anywhere` when batches were tied to their
+/// segment by the segment *number*: a crash tore a new segment's header but not the batches
+/// behind it; the next run reused the number (it had never been seen) and the same file, and
+/// after another crash recovery accepted a batch of the earlier life as the continuation of
+/// the new one. Batches are now tied to a random salt per life of the file.
+#[test]
+fn a_batch_left_by_a_life_whose_header_was_torn_is_never_resurrected() {
+    use wal::format::*;
+    let segment_bytes = wal::limits::SEGMENT_BYTES_MIN as usize;
+    let batch = |salt: u64, first: u64, payloads: &[&[u8]]| -> Vec<u8> {
+        let mut buf = vec![0u8; wal::limits::BATCH_HEADER_BYTES];
+        for (k, p) in payloads.iter().enumerate() {
+            let rec = RecordView {
+                lsn: first + k as u64,
+                stream: 1,
+                index: first + k as u64,
+                kind: 0,
+                payload: p,
+            };
+            encode_record(&mut buf, &rec);
+        }
+        let records_bytes = buf.len() - wal::limits::BATCH_HEADER_BYTES;
+        buf.resize(batch_bytes(records_bytes), 0);
+        let header = BatchHeader {
+            salt,
+            first_lsn: first,
+            durable_lsn: first,
+            batch_bytes: buf.len() as u32,
+            record_count: payloads.len() as u32,
+            records_bytes: records_bytes as u32,
+        };
+        encode_batch_header(&mut buf, &header);
+        buf
+    };
+    let mut file = vec![0u8; segment_bytes];
+    // Life 1 (salt 111): its header was lost; two batches reached the media.
+    file[BLOCK_BYTES..2 * BLOCK_BYTES].copy_from_slice(&batch(111, 10, &[b"old-10", b"old-11"]));
+    file[2 * BLOCK_BYTES..3 * BLOCK_BYTES].copy_from_slice(&batch(111, 12, &[b"old-12"]));
+    // Life 2 (salt 222), same segment number and first LSN: its header and first batch.
+    let header = SegmentHeader {
+        number: 1,
+        first_lsn: 10,
+        segment_bytes: segment_bytes as u64,
+        salt: 222,
+    };
+    encode_segment_header(&mut file[..BLOCK_BYTES], &header);
+    file[BLOCK_BYTES..2 * BLOCK_BYTES].copy_from_slice(&batch(222, 10, &[b"new-10", b"new-11"]));
+    let mut got = Vec::new();
+    let recovered = recover(&[(1, &file)], &mut |r| got.push(r.payload.to_vec())).expect("ok");
+    assert_eq!(got, vec![b"new-10".to_vec(), b"new-11".to_vec()]);
+    assert_eq!(recovered.next_lsn, 12);
+}
