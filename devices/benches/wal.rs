@@ -259,7 +259,11 @@ fn raw_dsync(dir: &Path, depth: usize, duration: Duration) -> Result<Line> {
 async fn wal_case(dir: &Path, writers: usize, duration: Duration) -> Result<Line> {
     let case_dir = dir.join(format!("wal-{writers}"));
     let device = DmaBlockDevice::open(&case_dir).await?;
-    let (wal, _) = Wal::open(device, Config::default()).await?;
+    let mut config = Config::default();
+    if let Some(kib) = std::env::var("WAL_BENCH_BATCH_KIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+        config.batch_bytes_target = kib * 1024; // for experiments only
+    }
+    let (wal, _) = Wal::open(device, config).await?;
     let wal = Rc::new(wal);
     let flusher = glommio::spawn_local({
         let wal = wal.clone();

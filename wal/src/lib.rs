@@ -19,6 +19,19 @@
 //! - [`Wal`] drives them through the [`BlockDevice`] trait: `append` resolves when the record
 //!   is durable; [`Wal::run`] is the flusher future the host spawns next to its other tasks.
 //!
+//! The host (the shard, one per core) holds one `Rc<Wal>` shared by all its tasks:
+//!
+//! - [`Wal::open`] recovers (or creates) the log and reports what each stream holds;
+//! - [`Wal::append`] (or [`Wal::enqueue`] then [`Wal::wait_durable`], to persist a raft
+//!   `Ready`'s entries together) writes a record and resolves once it is durable;
+//! - [`Wal::read`] returns a stream's records `[from, to)`, from the tail cache or the disk;
+//! - [`Wal::release`] says a stream's tree has checkpointed below an index, so segments can
+//!   be recycled; [`Wal::stats`] names a stream that holds the log back;
+//! - [`Wal::run`] must be spawned once on the same core; [`Wal::close`] makes it finish.
+//!
+//! Byte layouts, the crash analysis of a group commit and the assumptions about the media
+//! are in `wal/DESIGN.md`.
+//!
 //! # What it never does
 //!
 //! - It never imports glommio or any other runtime, and never spawns or sleeps: the host
