@@ -47,6 +47,10 @@ pub(crate) struct Slot {
     /// snapshot can still see it.
     pub pinned: bool,
     pub bytes: usize,
+    /// Generation the page was allocated in; 0 when unknown (loaded from disk or evicted
+    /// and reloaded), which only makes reuse more cautious: such a page counts as visible
+    /// to every older snapshot.
+    pub gen: u64,
 }
 
 /// A page freed by the writer that a snapshot (or the durable checkpoint) may still see.
@@ -67,8 +71,6 @@ pub(crate) struct State {
     pub pending: Vec<Pending>,
     /// The ids in `pending`, for O(1) membership.
     pub pending_ids: IdSet,
-    /// Generation each page was allocated in (absent: before this open, i.e. 0).
-    pub page_gen: IdMap<u64>,
     /// Live snapshot generations (the durable and the in-flight checkpoint included).
     pub live: BTreeMap<u64, usize>,
     pub reclaim_due: bool,
@@ -82,7 +84,7 @@ pub(crate) struct State {
 
 impl State {
     pub fn gen_of(&self, id: u64) -> u64 {
-        self.page_gen.get(&id).copied().unwrap_or(0)
+        self.cache.get(&id).map_or(0, |s| s.gen)
     }
 
     fn visible(&self, alloc_gen: u64, freed_gen: u64) -> bool {
@@ -116,7 +118,6 @@ impl State {
         if let Some(s) = self.cache.remove(&id) {
             self.cache_bytes -= s.bytes;
         }
-        self.page_gen.remove(&id);
         self.free.insert(id);
     }
 
@@ -131,7 +132,6 @@ impl State {
                 self.hw - 1
             }
         };
-        self.page_gen.insert(id, self.gen);
         id
     }
 
@@ -170,9 +170,6 @@ impl State {
                 self.hw - n
             }
         };
-        for id in first..first + n {
-            self.page_gen.insert(id, self.gen);
-        }
         first
     }
 
@@ -212,6 +209,7 @@ impl State {
                 page,
                 pinned: true,
                 bytes,
+                gen: self.gen,
             },
         ) {
             self.cache_bytes -= old.bytes;
@@ -320,6 +318,7 @@ impl<S: PageStore> Shared<S> {
                 page: Cached::Node(node.clone()),
                 pinned: false,
                 bytes,
+                gen: 0,
             },
         );
         st.cache_bytes += bytes;

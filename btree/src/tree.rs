@@ -222,7 +222,6 @@ impl<S: PageStore> Tree<S> {
             free: BTreeSet::new(),
             pending: Vec::new(),
             pending_ids: Default::default(),
-            page_gen: Default::default(),
             live: BTreeMap::from([(0, 1)]),
             reclaim_due: false,
             dirty: Default::default(),
@@ -535,7 +534,7 @@ impl<S: PageStore> Tree<S> {
     async fn writable(&mut self, id: u64) -> Result<u64, Error> {
         {
             let st = self.sh.st.borrow();
-            if st.gen_of(id) == st.gen && st.cache.contains_key(&id) {
+            if st.cache.get(&id).is_some_and(|s| s.gen == st.gen) {
                 return Ok(id);
             }
         }
@@ -578,14 +577,29 @@ impl<S: PageStore> Tree<S> {
         let mut path = Vec::with_capacity(self.depth as usize);
         let mut id = self.root;
         loop {
-            let node = self.sh.cached_node(id).expect("writable");
-            if node.leaf {
-                return Ok((id, path));
-            }
-            let idx = node.child_index(key);
-            let child = node.kids[idx];
-            drop(node);
-            let w = self.writable(child).await?;
+            // Steady state: two lookups per level (this node, and whether its child is
+            // already private to this generation).
+            let (idx, child, private) = {
+                let st = self.sh.st.borrow();
+                let Some(Cached::Node(node)) = st.cache.get(&id).map(|s| &s.page) else {
+                    unreachable!("a writable page is pinned in the cache")
+                };
+                if node.leaf {
+                    return Ok((id, path));
+                }
+                let idx = node.child_index(key);
+                let child = node.kids[idx];
+                (
+                    idx,
+                    child,
+                    st.cache.get(&child).is_some_and(|s| s.gen == st.gen),
+                )
+            };
+            let w = if private {
+                child
+            } else {
+                self.writable(child).await?
+            };
             if w != child {
                 self.with_mut(id, |n| n.kids[idx] = w);
             }
@@ -873,12 +887,7 @@ impl<S: PageStore> Tree<S> {
                                     let cnt = page::pages_for(key.len(), page);
                                     let first = {
                                         let mut st = self.sh.st.borrow_mut();
-                                        let g = st.gen_of(*id);
-                                        let f = st.alloc_run(cnt);
-                                        for p in f..f + cnt {
-                                            st.page_gen.insert(p, g);
-                                        }
-                                        f
+                                        st.alloc_run(cnt)
                                     };
                                     for (k, chunk) in
                                         key.chunks(overflow_payload_bytes(page)).enumerate()
@@ -1000,7 +1009,6 @@ impl<S: PageStore> Tree<S> {
         self.sh.unregister_snapshot(old_gen);
         let mut st = self.sh.st.borrow_mut();
         for id in self.durable_extra.drain(..) {
-            st.page_gen.remove(&id);
             st.free.insert(id);
         }
         self.durable_extra = ck.freelist.clone();
