@@ -1016,6 +1016,8 @@ impl<S: PageStore> Tree<S> {
         self.durable_root = ck.root;
         self.txn = ck.txn;
         st.reclaim_due = true;
+        // Written pages are clean now: the cache may shed them.
+        st.evict(self.sh.cfg.cache_bytes_max);
     }
 
     /// Gives free space at the end of the file back to the filesystem: moves live pages
@@ -1032,8 +1034,10 @@ impl<S: PageStore> Tree<S> {
         let depth = self.depth;
         let root = self.root;
         let r = self.relocate(root, depth, target).await;
-        let root = self.after_write(r).await?;
-        self.root = root;
+        if let Ok(root) = r {
+            self.root = root;
+        }
+        self.after_write(r).await?;
         // Twice: the first makes the moved pages durable, the second frees the old places.
         self.force_ckpt = true;
         self.checkpoint().await?;
