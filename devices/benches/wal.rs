@@ -1,20 +1,26 @@
 //! `cargo xtask bench wal [--quick] [--json]`: the WAL's durable append rate and latency
 //! against the device's own limit, as `../shared/BENCHMARKS.md` and issue 3 describe.
 //!
-//! Cases, all on one core (core 1), in one invocation, files on ext4 under /var/tmp:
+//! Cases, all on one core (core 1), in one invocation, files on ext4 under /var/tmp (a
+//! temporary directory, removed afterwards):
 //!
 //! - `raw_dsync_qd1`, `raw_dsync_qd8`: the device's limit. 4 KiB O_DIRECT writes with
 //!   RWF_DSYNC, sequential, into a zero-filled file, through the `io-uring` crate directly
 //!   (no glommio), at queue depth 1 and 8. `records_per_s` = writes per second; latency per
-//!   write from submission to completion.
+//!   write from submission to completion. The depth-1 case runs in slices interleaved with
+//!   every `wal` case (0.5 s slices in `--quick`, 1 s otherwise), so that the ratios the
+//!   targets are stated in hold while the shared machine's load comes and goes.
 //! - `wal` with `writers` 1, 8, 64, 512: that many tasks on one glommio executor, each
 //!   appending 128-byte records to its own stream in a closed loop (the next append starts
-//!   when the previous one is durable), with the WAL's flusher on the same executor.
-//!   `records_per_s` = durable records per second; latency per append, from the call to
-//!   the moment it resolved durable. Writers release their stream as they go, so segments
-//!   are recycled as in production. `bytes_per_record` = bytes written / records.
+//!   when the previous one is durable; no rate is set, so latency is per append, from the
+//!   call to the moment it resolved durable), with the WAL's flusher on the same executor.
+//!   `records_per_s` = durable records per second. Writers release their stream as they
+//!   go, so segments are recycled as in production. `bytes_per_record` = bytes written
+//!   (headers and padding included) / records.
 //!
-//! The targets issue 3 sets are checked and printed (to stderr with `--json`).
+//! The targets issue 3 sets are checked and printed (to stderr with `--json`). Direct runs
+//! (`cargo bench -p devices --bench wal -- ...`) also take `--writers N` (one `wal` case,
+//! for profiling) and read `WAL_BENCH_BATCH_KIB` (the batch target, for experiments).
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -37,7 +43,7 @@ type Result<T> = std::result::Result<T, Error>;
 
 /// The core everything runs on.
 const CORE: usize = 1;
-const RAW_SETUP: &str = "raw io_uring on core 1 (glommio executor thread, blocked), ext4 /var/tmp";
+const RAW_SETUP: &str = "raw io_uring on core 1 (the wal executor's thread, blocked; qd1 in slices interleaved with every wal case), ext4 /var/tmp";
 const WAL_SETUP: &str =
     "wal core 1 (writers and flusher on one glommio executor, O_DSYNC DMA writes), ext4 /var/tmp";
 
@@ -116,20 +122,33 @@ fn main_on_core(run: Run) -> Result<()> {
 }
 
 async fn all_cases(dir: &Path, quick: bool, only: Option<usize>) -> Result<Vec<Line>> {
-    let seconds = if quick { 3.0 } else { 10.0 };
-    let duration = Duration::from_secs_f64(seconds);
+    // Each `wal` case runs in slices, alternating with slices of raw depth-1 writes on the
+    // same core, so that the ratios the targets are stated in hold while the machine's speed
+    // drifts (other work on a shared 2-core machine comes and goes within seconds).
+    let (slice, rounds) = if quick {
+        (Duration::from_millis(500), 5)
+    } else {
+        (Duration::from_millis(1000), 10)
+    };
+    let seconds = slice.as_secs_f64() * rounds as f64;
+    let mut raw1 = RawRig::new(dir, 1)?;
     let mut lines = Vec::new();
-    if let Some(writers) = only {
-        lines.push(wal_case(dir, writers, duration).await?);
-        return Ok(lines);
+    let mut wal_lines = Vec::new();
+    let writers_list: Vec<usize> = only.map_or(WRITERS.to_vec(), |w| vec![w]);
+    for &writers in &writers_list {
+        eprintln!(
+            "bench wal: wal with {writers} writers, {seconds} s, interleaved with raw qd1 slices"
+        );
+        wal_lines.push(wal_case(dir, writers, slice, rounds, &mut raw1).await?);
     }
-    eprintln!("bench wal: raw RWF_DSYNC writes, {seconds} s per case");
-    lines.push(raw_dsync(dir, 1, duration)?);
-    lines.push(raw_dsync(dir, 8, duration)?);
-    for &writers in WRITERS {
-        eprintln!("bench wal: wal with {writers} writers, {seconds} s");
-        lines.push(wal_case(dir, writers, duration).await?);
+    lines.push(raw1.line("raw_dsync_qd1"));
+    if only.is_none() {
+        eprintln!("bench wal: raw RWF_DSYNC writes at depth 8, {seconds} s");
+        let mut raw8 = RawRig::new(dir, 8)?;
+        raw8.run_slice(slice * rounds as u32)?;
+        lines.push(raw8.line("raw_dsync_qd8"));
     }
+    lines.extend(wal_lines);
     Ok(lines)
 }
 
@@ -162,105 +181,136 @@ impl Drop for Aligned {
     }
 }
 
-/// Sequential 4 KiB O_DIRECT RWF_DSYNC writes at queue depth `depth`, into a zero-filled
-/// file, for `duration`; io_uring driven directly on this thread.
-fn raw_dsync(dir: &Path, depth: usize, duration: Duration) -> Result<Line> {
-    let path = dir.join(format!("raw-qd{depth}"));
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&path)?;
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..(RAW_FILE_BYTES >> 20) {
-            f.write_all(&zeros)?;
+/// Sequential 4 KiB O_DIRECT RWF_DSYNC writes at a fixed queue depth into a zero-filled
+/// file, through io_uring directly on the calling thread (which it blocks).
+struct RawRig {
+    depth: usize,
+    file: std::fs::File,
+    path: std::path::PathBuf,
+    ring: IoUring,
+    buffers: Vec<Aligned>,
+    next_offset: u64,
+    hist: Histogram<u64>,
+    writes: u64,
+    seconds: f64,
+}
+
+impl RawRig {
+    fn new(dir: &Path, depth: usize) -> Result<RawRig> {
+        let path = dir.join(format!("raw-qd{depth}"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path)?;
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..(RAW_FILE_BYTES >> 20) {
+                f.write_all(&zeros)?;
+            }
+            f.sync_all()?;
         }
-        f.sync_all()?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)?;
+        Ok(RawRig {
+            depth,
+            file,
+            path,
+            ring: IoUring::new(depth.next_power_of_two() as u32 * 2)?,
+            buffers: (0..depth).map(|_| Aligned::new()).collect(),
+            next_offset: 0,
+            hist: histogram(),
+            writes: 0,
+            seconds: 0.0,
+        })
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)?;
-    let fd = types::Fd(file.as_raw_fd());
-    let mut ring = IoUring::new(depth.next_power_of_two() as u32 * 2)?;
-    let buffers: Vec<Aligned> = (0..depth).map(|_| Aligned::new()).collect();
-    let mut started = vec![Instant::now(); depth];
-    let mut next_offset = 0u64;
-    let mut submit = |ring: &mut IoUring, slot: usize, started: &mut Vec<Instant>| -> Result<()> {
-        let entry = opcode::Write::new(fd, buffers[slot].0, BLOCK_BYTES as u32)
-            .offset(next_offset)
+
+    fn submit(&mut self, slot: usize) -> Result<Instant> {
+        let fd = types::Fd(self.file.as_raw_fd());
+        let entry = opcode::Write::new(fd, self.buffers[slot].0, BLOCK_BYTES as u32)
+            .offset(self.next_offset)
             .rw_flags(libc::RWF_DSYNC)
             .build()
             .user_data(slot as u64);
-        next_offset = (next_offset + BLOCK_BYTES as u64) % RAW_FILE_BYTES;
-        started[slot] = Instant::now();
-        // SAFETY: the buffer outlives the operation (we wait for every completion below).
-        unsafe { ring.submission().push(&entry) }.map_err(|_| "submission queue full")?;
-        Ok(())
-    };
-    let mut hist = histogram();
-    // Warm up for a tenth of the run, then measure.
-    let begin = Instant::now();
-    let warm = begin + duration / 10;
-    let end = warm + duration;
-    let mut in_flight = 0;
-    for slot in 0..depth {
-        submit(&mut ring, slot, &mut started)?;
-        in_flight += 1;
+        self.next_offset = (self.next_offset + BLOCK_BYTES as u64) % RAW_FILE_BYTES;
+        // SAFETY: the buffer outlives the operation: every submitted write is waited for
+        // before `run_slice` returns, and the buffers live as long as the rig.
+        unsafe { self.ring.submission().push(&entry) }.map_err(|_| "submission queue full")?;
+        Ok(Instant::now())
     }
-    let mut measured = 0u64;
-    let mut measure_start = None;
-    while in_flight > 0 {
-        ring.submit_and_wait(1)?;
-        let done: Vec<(u64, i32)> = ring
-            .completion()
-            .map(|c| (c.user_data(), c.result()))
-            .collect();
-        let now = Instant::now();
-        for (slot, res) in done {
-            in_flight -= 1;
-            if res != BLOCK_BYTES as i32 {
-                return Err(format!("raw write returned {res}").into());
-            }
-            let slot = slot as usize;
-            if now >= warm {
-                measure_start.get_or_insert(now);
+
+    /// Keeps `depth` writes in flight for `duration`, recording each write's latency.
+    fn run_slice(&mut self, duration: Duration) -> Result<()> {
+        let start = Instant::now();
+        let end = start + duration;
+        let mut started = vec![start; self.depth];
+        for (slot, at) in started.iter_mut().enumerate() {
+            *at = self.submit(slot)?;
+        }
+        let mut in_flight = self.depth;
+        while in_flight > 0 {
+            self.ring.submit_and_wait(1)?;
+            let done: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            let now = Instant::now();
+            for (slot, res) in done {
+                in_flight -= 1;
+                if res != BLOCK_BYTES as i32 {
+                    return Err(format!("raw write returned {res}").into());
+                }
+                let slot = slot as usize;
+                self.hist
+                    .record(now.duration_since(started[slot]).as_nanos() as u64)?;
+                self.writes += 1;
                 if now < end {
-                    hist.record(now.duration_since(started[slot]).as_nanos() as u64)?;
-                    measured += 1;
+                    started[slot] = self.submit(slot)?;
+                    in_flight += 1;
                 }
             }
-            if now < end {
-                submit(&mut ring, slot, &mut started)?;
-                in_flight += 1;
-            }
+        }
+        self.seconds += start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn line(&self, case: &'static str) -> Line {
+        Line {
+            case,
+            writers: None,
+            setup: RAW_SETUP,
+            records_per_s: self.writes as f64 / self.seconds.max(1e-9),
+            p50_us: us(&self.hist, 0.50),
+            p99_us: us(&self.hist, 0.99),
+            bytes_per_record: BLOCK_BYTES as f64,
         }
     }
-    let elapsed = end
-        .duration_since(measure_start.unwrap_or(warm))
-        .as_secs_f64();
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(Line {
-        case: if depth == 1 {
-            "raw_dsync_qd1"
-        } else {
-            "raw_dsync_qd8"
-        },
-        writers: None,
-        setup: RAW_SETUP,
-        records_per_s: measured as f64 / elapsed,
-        p50_us: us(&hist, 0.50),
-        p99_us: us(&hist, 0.99),
-        bytes_per_record: BLOCK_BYTES as f64,
-    })
 }
 
-/// `writers` tasks appending 128-byte records in a closed loop for `duration`.
-async fn wal_case(dir: &Path, writers: usize, duration: Duration) -> Result<Line> {
+impl Drop for RawRig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `writers` tasks appending 128-byte records in a closed loop, measured in `rounds`
+/// slices of `slice`, each preceded by a slice of raw depth-1 writes (which block the
+/// executor, so the writers pause meanwhile).
+async fn wal_case(
+    dir: &Path,
+    writers: usize,
+    slice: Duration,
+    rounds: usize,
+    raw1: &mut RawRig,
+) -> Result<Line> {
     let case_dir = dir.join(format!("wal-{writers}"));
     let device = DmaBlockDevice::open(&case_dir).await?;
     let mut config = Config::default();
-    if let Some(kib) = std::env::var("WAL_BENCH_BATCH_KIB").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(kib) = std::env::var("WAL_BENCH_BATCH_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         config.batch_bytes_target = kib * 1024; // for experiments only
     }
     let (wal, _) = Wal::open(device, config).await?;
@@ -270,15 +320,17 @@ async fn wal_case(dir: &Path, writers: usize, duration: Duration) -> Result<Line
         async move { wal.run().await }
     });
     let hist = Rc::new(RefCell::new(histogram()));
-    let measuring = Rc::new(Cell::new(false));
+    // Odd while a measured slice runs; an append counts only if it started and ended in
+    // the same measured slice.
+    let epoch = Rc::new(Cell::new(0u64));
     let stop = Rc::new(Cell::new(false));
     let counted = Rc::new(Cell::new(0u64));
     let mut tasks = Vec::new();
     for w in 0..writers {
-        let (wal, hist, measuring, stop, counted) = (
+        let (wal, hist, epoch, stop, counted) = (
             wal.clone(),
             hist.clone(),
-            measuring.clone(),
+            epoch.clone(),
             stop.clone(),
             counted.clone(),
         );
@@ -287,9 +339,9 @@ async fn wal_case(dir: &Path, writers: usize, duration: Duration) -> Result<Line
             let stream = w as u64;
             let mut index = 1u64;
             while !stop.get() {
-                let t0 = Instant::now();
+                let (e0, t0) = (epoch.get(), Instant::now());
                 wal.append(stream, index, 0, &payload).await?;
-                if measuring.get() {
+                if e0 % 2 == 1 && epoch.get() == e0 {
                     let ns = t0.elapsed().as_nanos() as u64;
                     hist.borrow_mut().record(ns).expect("in bounds");
                     counted.set(counted.get() + 1);
@@ -302,13 +354,17 @@ async fn wal_case(dir: &Path, writers: usize, duration: Duration) -> Result<Line
             Ok::<(), wal::WalError>(())
         }));
     }
-    glommio::timer::sleep(duration / 10).await;
+    glommio::timer::sleep(slice / 2).await; // warm up
     let before = wal.stats();
-    measuring.set(true);
-    let start = Instant::now();
-    glommio::timer::sleep(duration).await;
-    measuring.set(false);
-    let elapsed = start.elapsed().as_secs_f64();
+    let mut measured = 0.0;
+    for _ in 0..rounds {
+        raw1.run_slice(slice)?;
+        epoch.set(epoch.get() + 1);
+        let start = Instant::now();
+        glommio::timer::sleep(slice).await;
+        epoch.set(epoch.get() + 1);
+        measured += start.elapsed().as_secs_f64();
+    }
     let after = wal.stats();
     stop.set(true);
     for t in tasks {
@@ -334,7 +390,7 @@ async fn wal_case(dir: &Path, writers: usize, duration: Duration) -> Result<Line
         case: "wal",
         writers: Some(writers),
         setup: WAL_SETUP,
-        records_per_s: counted.get() as f64 / elapsed,
+        records_per_s: counted.get() as f64 / measured,
         p50_us: us(&h, 0.50),
         p99_us: us(&h, 0.99),
         bytes_per_record: bytes as f64 / records.max(1) as f64,
