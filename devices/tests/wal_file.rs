@@ -22,10 +22,10 @@ fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -
 fn config() -> Config {
     Config {
         segment_bytes: 256 * 1024,
-        batch_bytes_target: 16 * 1024,
+        batch_bytes_target: 8 * 1024,
         spare_segments: 1,
-        tail_cache_bytes: 64 * 1024,
-        record_payload_bytes_max: 64 * 1024,
+        tail_cache_bytes: 128 * 1024,
+        record_payload_bytes_max: 8 * 1024,
         ..Config::default()
     }
 }

@@ -120,7 +120,7 @@ impl Config {
             batches_in_flight_max: 4,
             record_payload_bytes_max: 2 * BLOCK_BYTES,
             spare_segments: 1,
-            tail_cache_bytes: 4 * BLOCK_BYTES,
+            tail_cache_bytes: 18 * BLOCK_BYTES,
             segments_held_warn: 2,
         }
     }
@@ -145,6 +145,12 @@ impl Config {
             "a segment must hold its header and the largest batch"
         } else if !(1..=BATCHES_IN_FLIGHT_MAX).contains(&self.batches_in_flight_max) {
             "batches_in_flight_max out of range"
+        } else if self.tail_cache_bytes
+            < (self.batches_in_flight_max + BATCHES_QUEUED_MAX + 1) * self.batch_bytes_target
+        {
+            // Every record not yet durable must be in the cache, so that a read that goes to
+            // disk only ever wants records behind the durable prefix (no hole in front).
+            "tail_cache_bytes must hold every batch in flight, queued and open"
         } else {
             return Ok(());
         };

@@ -159,11 +159,11 @@ fn a_zeroed_last_batch_is_cut() {
 #[test]
 fn reads_come_from_the_cache_and_from_disk_and_rewrites_replace_the_suffix() {
     let device = MemDevice::new();
-    // 60 records of 700 bytes: far more than test_min's 16 KiB cache, several segments.
-    let recs: Vec<(u64, u64, Vec<u8>)> = (1..=60).map(|i| (7, i, vec![i as u8; 700])).collect();
+    // 200 records of 700 bytes: far more than test_min's 72 KiB cache, several segments.
+    let recs: Vec<(u64, u64, Vec<u8>)> = (1..=200).map(|i| (7, i, vec![i as u8; 700])).collect();
     appended(&device, &recs);
     let result = with_wal(&device, |wal| async move {
-        let exec_free_read = wal.read(7, 1, 61).await;
+        let exec_free_read = wal.read(7, 1, 201).await;
         let rewrite = wal.enqueue(7, 30, 1, b"rewritten").await;
         let after = wal.read(7, 25, 31).await;
         let beyond = wal.read(7, 25, 32).await;
@@ -172,7 +172,7 @@ fn reads_come_from_the_cache_and_from_disk_and_rewrites_replace_the_suffix() {
     .expect("opens");
     let (all, rewrite, after, beyond) = result;
     let all = all.expect("read all");
-    assert_eq!(all.len(), 60);
+    assert_eq!(all.len(), 200);
     for (r, i) in all.iter().zip(1u64..) {
         assert_eq!((r.index, &r.payload[..]), (i, &vec![i as u8; 700][..]));
     }
