@@ -179,11 +179,18 @@ impl<D: BlockDevice> Wal<D> {
                 s.last_lsn = rec.lsn;
             })?;
         }
-        let recovered = recovery.finish();
+        let mut recovered = recovery.finish();
+        // Spares of another size (the config changed) cannot become segments of this one.
+        let size_of = |file: FileId| listed.iter().find(|(f, _)| *f == file).map(|(_, l)| *l);
+        let (fit, other): (Vec<FileId>, Vec<FileId>) = recovered
+            .spares
+            .iter()
+            .partition(|&&f| size_of(f) == Some(config.segment_bytes));
+        recovered.spares = fit;
+        recovered.misfits.extend(other);
         for &file in &recovered.misfits {
             device.remove(file).await.map_err(io("remove misfit"))?;
         }
-        let mut recovered = recovered;
         for &file in &recovered.leftovers {
             // Zero the header durably before anything new is written, so that no later
             // recovery can mistake this file for part of the log.
@@ -193,7 +200,13 @@ impl<D: BlockDevice> Wal<D> {
                 .map_err(io("retire leftover"))?;
         }
         report.leftovers_retired = recovered.leftovers.len();
-        recovered.spares.append(&mut recovered.leftovers);
+        for file in std::mem::take(&mut recovered.leftovers) {
+            if size_of(file) == Some(config.segment_bytes) {
+                recovered.spares.push(file);
+            } else {
+                device.remove(file).await.map_err(io("remove leftover"))?;
+            }
+        }
         recovered.misfits.clear();
         report.next_lsn = recovered.next_lsn;
         report.cut_at = recovered.cut_at;

@@ -45,11 +45,15 @@ fn with_wal<T: 'static, F: Future<Output = T> + 'static>(
 /// Opens a log on `device`, appends `records` (stream, index, payload) one after another,
 /// each acknowledged before the next, and closes it.
 fn appended(device: &MemDevice, records: &[(u64, u64, Vec<u8>)]) -> Vec<u64> {
+    appended_with(device, Config::test_min(), records)
+}
+
+fn appended_with(device: &MemDevice, config: Config, records: &[(u64, u64, Vec<u8>)]) -> Vec<u64> {
     let exec = LocalExecutor::new();
     let lsns = Rc::new(RefCell::new(Vec::new()));
     let (wal, _) = wal::sim::block_on(None, {
         let device = device.clone();
-        async move { Wal::open_seeded(device, Config::test_min(), 2).await }
+        async move { Wal::open_seeded(device, config, 2).await }
     })
     .expect("open");
     let wal = Rc::new(wal);
@@ -311,4 +315,23 @@ fn a_batch_left_by_a_life_whose_header_was_torn_is_never_resurrected() {
     let recovered = recover(&[(1, &file)], &mut |r| got.push(r.payload.to_vec())).expect("ok");
     assert_eq!(got, vec![b"new-10".to_vec(), b"new-11".to_vec()]);
     assert_eq!(recovered.next_lsn, 12);
+}
+
+#[test]
+fn a_changed_segment_size_keeps_old_segments_and_drops_old_spares() {
+    let device = MemDevice::new();
+    appended(&device, &records(40));
+    let bigger = Config {
+        segment_bytes: 2 * Config::test_min().segment_bytes,
+        ..Config::test_min()
+    };
+    let lsns = appended_with(&device, bigger.clone(), &records(40));
+    assert_eq!(lsns.first(), Some(&41));
+    let sizes: Vec<usize> = device.files().values().map(Vec::len).collect();
+    assert!(
+        sizes.contains(&(bigger.segment_bytes as usize)),
+        "{sizes:?}"
+    );
+    let report = reopen(&device).expect("recovers");
+    assert_eq!((report.records, report.next_lsn), (80, 81));
 }
