@@ -125,14 +125,13 @@ impl State {
         if self.reclaim_due && !self.pending.is_empty() {
             self.reclaim();
         }
-        let id = match self.free.pop_first() {
+        match self.free.pop_first() {
             Some(id) => id,
             None => {
                 self.hw += 1;
                 self.hw - 1
             }
-        };
-        id
+        }
     }
 
     /// `n` consecutive pages, from the free set if it has such a run, else at the end.
@@ -158,7 +157,7 @@ impl State {
                 break;
             }
         }
-        let first = match start {
+        match start {
             Some(s) => {
                 for id in s..s + n {
                     self.free.remove(&id);
@@ -169,8 +168,7 @@ impl State {
                 self.hw += n;
                 self.hw - n
             }
-        };
-        first
+        }
     }
 
     /// Frees a page the writer no longer references: at once if nobody can see it, else

@@ -35,11 +35,14 @@ fn check_len(len: usize, page_size: usize) -> Result<(), StoreError> {
     }
 }
 
+/// Pages by id; None: never written (reads as zeros).
+type Pages = Vec<Option<Box<[u8]>>>;
+
 /// An in-memory page store; clones share the same pages (so a test can reopen a tree on it).
 #[derive(Clone)]
 pub struct MemStore {
     page_size: usize,
-    pages: Rc<RefCell<Vec<Option<Box<[u8]>>>>>,
+    pages: Rc<RefCell<Pages>>,
 }
 
 impl MemStore {

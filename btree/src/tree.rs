@@ -148,9 +148,13 @@ fn boxed<'a, T>(f: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = 
     Box::pin(f)
 }
 
+type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+/// A page to visit in the invariant walk: id, level, lower bound (incl.), upper (excl.).
+type Visit = (u64, u32, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Polls several futures on the current task until all finish or one fails.
 struct JoinAll<'a> {
-    futs: Vec<Option<Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>>>,
+    futs: Vec<Option<WriteFuture<'a>>>,
 }
 
 impl Future for JoinAll<'_> {
@@ -496,10 +500,9 @@ impl<S: PageStore> Tree<S> {
         }
         #[cfg(debug_assertions)]
         if self.count <= self.sh.cfg.invariant_check_items_max {
-            match self.check_invariants().await {
-                Err(Error::Invariant(e)) => return Err(Error::Invariant(e)),
-                // I/O faults while checking are not the write's fault.
-                _ => {}
+            // I/O faults while checking are not the write's fault; broken rules are.
+            if let Err(Error::Invariant(e)) = self.check_invariants().await {
+                return Err(Error::Invariant(e));
             }
         }
         r
@@ -1031,9 +1034,8 @@ impl<S: PageStore> Tree<S> {
             st.reclaim();
             st.hw - st.free.len() as u64
         };
-        let depth = self.depth;
         let root = self.root;
-        let r = self.relocate(root, depth, target).await;
+        let r = self.relocate(root, target).await;
         if let Ok(root) = r {
             self.root = root;
         }
@@ -1074,7 +1076,6 @@ impl<S: PageStore> Tree<S> {
     fn relocate<'a>(
         &'a mut self,
         id: u64,
-        level: u32,
         target: u64,
     ) -> Pin<Box<dyn Future<Output = Result<u64, Error>> + 'a>> {
         Box::pin(async move {
@@ -1095,7 +1096,7 @@ impl<S: PageStore> Tree<S> {
             if !node.leaf {
                 for i in 0..node.len() {
                     let c = node.kids[i];
-                    let nc = self.relocate(c, level - 1, target).await?;
+                    let nc = self.relocate(c, target).await?;
                     if nc != c {
                         id = self.writable(id).await?;
                         self.with_mut(id, |n| n.kids[i] = nc);
@@ -1133,8 +1134,7 @@ impl<S: PageStore> Tree<S> {
         let mut reachable: HashSet<u64> = HashSet::new();
         let mut items = 0u64;
         // (page, level, lower bound incl., upper bound excl.)
-        let mut stack: Vec<(u64, u32, Option<Vec<u8>>, Option<Vec<u8>>)> =
-            vec![(self.root, self.depth, None, None)];
+        let mut stack: Vec<Visit> = vec![(self.root, self.depth, None, None)];
         while let Some((id, level, lo, hi)) = stack.pop() {
             if !reachable.insert(id) {
                 return Err(inv(Some(id), "page reachable twice"));
@@ -1290,21 +1290,22 @@ async fn get_with<S: PageStore, R>(
     let mut id = root;
     let leaf = loop {
         // The hot path: one hash lookup and one binary search per level, no copy.
-        let loaded = {
+        let hit = {
             let st = sh.st.borrow();
             match st.cache.get(&id).map(|s| &s.page) {
-                Some(Cached::Node(n)) if n.leaf => n.clone(),
+                Some(Cached::Node(n)) if n.leaf => Some(n.clone()),
                 Some(Cached::Node(n)) => {
                     id = n.kids[n.child_index(key)];
                     continue;
                 }
-                _ => {
-                    drop(st);
-                    // A miss: load, and use the loaded node itself (the cache may evict it
-                    // at once when the budget is small).
-                    sh.node(id).await?
-                }
+                _ => None,
             }
+        };
+        let loaded = match hit {
+            Some(n) => n,
+            // A miss: load, and use the loaded node itself (the cache may evict it at once
+            // when the budget is small).
+            None => sh.node(id).await?,
         };
         if loaded.leaf {
             break loaded;
