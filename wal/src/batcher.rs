@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::format::{
     batch_bytes, encode_batch_header, encode_record, encode_segment_header, frame_bytes,
-    BatchHeader, RecordView, SegmentHeader,
+    records_crc, BatchHeader, RecordView, SegmentHeader,
 };
 use crate::limits::{BATCHES_QUEUED_MAX, BATCH_HEADER_BYTES, BLOCK_BYTES};
 use crate::recovery::{IndexRange, Recovered};
@@ -344,6 +344,9 @@ impl Batcher {
         let records_bytes = (batch.buf.len() - BATCH_HEADER_BYTES) as u32;
         batch.buf.resize(batch_bytes(records_bytes as usize), 0);
         let on_disk = batch.buf.len() as u32;
+        let records_crc = records_crc(
+            &batch.buf[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + records_bytes as usize],
+        );
         encode_batch_header(
             &mut batch.buf,
             &BatchHeader {
@@ -353,6 +356,7 @@ impl Batcher {
                 batch_bytes: on_disk,
                 record_count: batch.count,
                 records_bytes,
+                records_crc,
             },
         );
         let bytes = if prefix.is_empty() {

@@ -47,6 +47,10 @@ pub struct BatchHeader {
     pub record_count: u32,
     /// Bytes of record frames after the header (before the padding).
     pub records_bytes: u32,
+    /// crc32 of those `records_bytes`: tied by the header's own crc to this life's salt, it
+    /// rejects a batch whose header sector landed but some record sectors did not, leaving
+    /// an earlier life's records (valid on their own) in their place.
+    pub records_crc: u32,
 }
 
 /// A decoded record frame, borrowing its payload from the buffer it was read from.
@@ -137,6 +141,7 @@ pub fn encode_batch_header(buf: &mut [u8], header: &BatchHeader) {
     b[32..36].copy_from_slice(&header.batch_bytes.to_le_bytes());
     b[36..40].copy_from_slice(&header.record_count.to_le_bytes());
     b[40..44].copy_from_slice(&header.records_bytes.to_le_bytes());
+    b[44..48].copy_from_slice(&header.records_crc.to_le_bytes());
     let crc = crc32fast::hash(&b[8..BATCH_HEADER_BYTES]);
     b[4..8].copy_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(decode_batch_header(buf, header.salt), Some(*header));
@@ -158,6 +163,7 @@ pub fn decode_batch_header(buf: &[u8], salt: u64) -> Option<BatchHeader> {
         batch_bytes: u32_at(buf, 32),
         record_count: u32_at(buf, 36),
         records_bytes: u32_at(buf, 40),
+        records_crc: u32_at(buf, 44),
     };
     let well_formed = header.salt == salt
         && header.first_lsn > 0
@@ -166,6 +172,11 @@ pub fn decode_batch_header(buf: &[u8], salt: u64) -> Option<BatchHeader> {
         && header.batch_bytes as usize == batch_bytes(header.records_bytes as usize)
         && header.records_bytes as usize >= header.record_count as usize * RECORD_HEADER_BYTES;
     well_formed.then_some(header)
+}
+
+/// The crc32 a batch header carries for its records region.
+pub fn records_crc(records: &[u8]) -> u32 {
+    crc32fast::hash(records)
 }
 
 /// Appends one record frame to `out`, padded to `RECORD_ALIGN_BYTES`.
@@ -275,6 +286,7 @@ mod tests {
             batch_bytes: batch_bytes(48) as u32,
             record_count: 1,
             records_bytes: 48,
+            records_crc: 0x1234,
         };
         encode_batch_header(&mut block, &batch);
         assert_eq!(decode_batch_header(&block, 0xfeed), Some(batch));

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::format::{decode_batch_header, decode_record, decode_segment_header, RecordView};
+use crate::format::{
+    decode_batch_header, decode_record, decode_segment_header, records_crc, RecordView,
+};
 use crate::limits::{BATCH_HEADER_BYTES, BLOCK_BYTES, SEGMENT_BYTES_MIN};
 use crate::{FileId, Lsn, WalError};
 
@@ -76,6 +78,9 @@ pub fn scan_batches(
         }
         let region = &bytes
             [offset + BATCH_HEADER_BYTES..offset + BATCH_HEADER_BYTES + h.records_bytes as usize];
+        if records_crc(region) != h.records_crc {
+            break; // torn: some record sectors are not this batch's
+        }
         records.clear();
         let mut at = 0;
         let mut ok = true;

@@ -386,8 +386,8 @@ pub fn block_on<T: 'static>(
 /// header check.
 pub fn files_from_fuzz_input(data: &[u8]) -> Vec<(FileId, Vec<u8>)> {
     use crate::format::{
-        batch_bytes, encode_batch_header, encode_record, encode_segment_header, BatchHeader,
-        RecordView, SegmentHeader,
+        batch_bytes, encode_batch_header, encode_record, encode_segment_header, records_crc,
+        BatchHeader, RecordView, SegmentHeader,
     };
     use crate::limits::{BATCH_HEADER_BYTES, BLOCK_BYTES, SEGMENT_BYTES_MIN};
 
@@ -448,6 +448,8 @@ pub fn files_from_fuzz_input(data: &[u8]) -> Vec<(FileId, Vec<u8>)> {
                     }
                     buf.resize(on_disk, 0);
                     let durable_back = next().unwrap_or(0) as u64 % 8;
+                    let crc =
+                        records_crc(&buf[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + records_bytes]);
                     encode_batch_header(
                         &mut buf,
                         &BatchHeader {
@@ -461,6 +463,7 @@ pub fn files_from_fuzz_input(data: &[u8]) -> Vec<(FileId, Vec<u8>)> {
                             batch_bytes: on_disk as u32,
                             record_count: count as u32,
                             records_bytes: records_bytes as u32,
+                            records_crc: crc,
                         },
                     );
                     seg[offset..offset + on_disk].copy_from_slice(&buf);

@@ -287,6 +287,9 @@ fn a_batch_left_by_a_life_whose_header_was_torn_is_never_resurrected() {
         }
         let records_bytes = buf.len() - wal::limits::BATCH_HEADER_BYTES;
         buf.resize(batch_bytes(records_bytes), 0);
+        let crc = records_crc(
+            &buf[wal::limits::BATCH_HEADER_BYTES..wal::limits::BATCH_HEADER_BYTES + records_bytes],
+        );
         let header = BatchHeader {
             salt,
             first_lsn: first,
@@ -294,6 +297,7 @@ fn a_batch_left_by_a_life_whose_header_was_torn_is_never_resurrected() {
             batch_bytes: buf.len() as u32,
             record_count: payloads.len() as u32,
             records_bytes: records_bytes as u32,
+            records_crc: crc,
         };
         encode_batch_header(&mut buf, &header);
         buf
@@ -334,4 +338,55 @@ fn a_changed_segment_size_keeps_old_segments_and_drops_old_spares() {
     );
     let report = reopen(&device).expect("recovers");
     assert_eq!((report.records, report.next_lsn), (80, 81));
+}
+
+/// Found in review: a batch whose header sector landed while its record sectors kept an
+/// earlier life's records — records valid on their own, at the same offsets and LSNs — was
+/// accepted with the old payloads. The batch header now carries a crc32 of its records.
+#[test]
+fn a_new_batch_header_over_an_earlier_lifes_records_is_rejected() {
+    use wal::format::*;
+    use wal::limits::BATCH_HEADER_BYTES;
+    let segment_bytes = wal::limits::SEGMENT_BYTES_MIN as usize;
+    let records = |payloads: &[&[u8]]| -> Vec<u8> {
+        let mut buf = Vec::new();
+        for (k, p) in payloads.iter().enumerate() {
+            let rec = RecordView {
+                lsn: 10 + k as u64,
+                stream: 1,
+                index: 10 + k as u64,
+                kind: 0,
+                payload: p,
+            };
+            encode_record(&mut buf, &rec);
+        }
+        buf
+    };
+    let old = records(&[b"old-10", b"old-11"]);
+    let new = records(&[b"new-10", b"new-11"]);
+    assert_eq!(old.len(), new.len());
+    let mut file = vec![0u8; segment_bytes];
+    let header = SegmentHeader {
+        number: 1,
+        first_lsn: 10,
+        segment_bytes: segment_bytes as u64,
+        salt: 222,
+    };
+    encode_segment_header(&mut file[..BLOCK_BYTES], &header);
+    // The new header landed; the records region still holds the earlier life's records.
+    let batch = BatchHeader {
+        salt: 222,
+        first_lsn: 10,
+        durable_lsn: 10,
+        batch_bytes: batch_bytes(new.len()) as u32,
+        record_count: 2,
+        records_bytes: new.len() as u32,
+        records_crc: records_crc(&new),
+    };
+    encode_batch_header(&mut file[BLOCK_BYTES..], &batch);
+    let at = BLOCK_BYTES + BATCH_HEADER_BYTES;
+    file[at..at + old.len()].copy_from_slice(&old);
+    let mut got = 0;
+    let recovered = recover(&[(1, &file)], &mut |_| got += 1).expect("a torn tail, cut");
+    assert_eq!((got, recovered.next_lsn), (0, 10));
 }
