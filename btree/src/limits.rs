@@ -26,6 +26,9 @@ pub const OUT_OF_LINE_REF_BYTES: usize = 8;
 pub const CELLS_PER_PAGE_MIN: usize = 4;
 /// Page writes a checkpoint keeps in flight at once, by default.
 pub const CHECKPOINT_WRITES_IN_FLIGHT_DEFAULT: usize = 32;
+/// Consecutive pages a checkpoint writes with one `write_pages` call (a bulk load allocates
+/// mostly consecutive ids: one large write beats many small ones on every device).
+pub const CHECKPOINT_RUN_PAGES_MAX: usize = 64;
 /// Default page cache budget, in bytes.
 pub const CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 /// Meta slots (pages 0 and 1), written alternately.

@@ -19,6 +19,21 @@ pub trait PageStore {
     /// Writes `buf` (exactly one page long) at page `page_id`, growing the store if needed.
     /// Several writes may be in flight at once; none is durable before `sync`.
     async fn write_page(&self, page_id: u64, buf: &[u8]) -> Result<(), StoreError>;
+    /// Writes consecutive pages from `first_page_id` (`buf` is a whole number of pages).
+    /// The default writes them one by one; a store on a device should make it one write.
+    async fn write_pages(&self, first_page_id: u64, buf: &[u8]) -> Result<(), StoreError> {
+        let page = self.page_size();
+        if buf.len() % page != 0 {
+            return Err(StoreError::BadBufferLength {
+                len: buf.len(),
+                page_size: page,
+            });
+        }
+        for (i, chunk) in buf.chunks(page).enumerate() {
+            self.write_page(first_page_id + i as u64, chunk).await?;
+        }
+        Ok(())
+    }
     /// Makes everything written so far durable.
     async fn sync(&self) -> Result<(), StoreError>;
     /// The store's current length in pages.

@@ -877,8 +877,10 @@ impl<S: PageStore> Tree<S> {
                     if budget == 0 {
                         return Ok(false);
                     }
-                    let end = (ck.next + window.min(budget)).min(ck.writes.len());
-                    let mut bufs: Vec<(u64, Vec<u8>)> = Vec::with_capacity(end - ck.next);
+                    let wave = window.saturating_mul(CHECKPOINT_RUN_PAGES_MAX).min(budget);
+                    let end = (ck.next + wave).min(ck.writes.len());
+                    // Runs of consecutive ids, each one `write_pages` call.
+                    let mut bufs: Vec<(u64, Vec<u8>)> = Vec::new();
                     for (id, cached) in &ck.writes[ck.next..end] {
                         let mut buf = vec![0u8; page];
                         match cached {
@@ -888,19 +890,17 @@ impl<S: PageStore> Tree<S> {
                                 for i in n.long_key_indices(page) {
                                     let key = n.key(i);
                                     let cnt = page::pages_for(key.len(), page);
-                                    let first = {
-                                        let mut st = self.sh.st.borrow_mut();
-                                        st.alloc_run(cnt)
-                                    };
+                                    let first = self.sh.st.borrow_mut().alloc_run(cnt);
+                                    let mut kb = vec![0u8; page * cnt as usize];
                                     for (k, chunk) in
                                         key.chunks(overflow_payload_bytes(page)).enumerate()
                                     {
-                                        let mut kb = vec![0u8; page];
                                         let pid = first + k as u64;
-                                        page::encode_overflow(&mut kb, pid, ck.txn, chunk);
-                                        bufs.push((pid, kb));
+                                        let slot = &mut kb[k * page..(k + 1) * page];
+                                        page::encode_overflow(slot, pid, ck.txn, chunk);
                                         ck.allocated.push(pid);
                                     }
+                                    bufs.push((first, kb));
                                     runs.push((first, cnt));
                                 }
                                 let firsts: Vec<u64> = runs.iter().map(|r| r.0).collect();
@@ -910,10 +910,18 @@ impl<S: PageStore> Tree<S> {
                                 }
                             }
                         }
-                        bufs.push((*id, buf));
+                        match bufs.last_mut() {
+                            Some((first, b))
+                                if *first + (b.len() / page) as u64 == *id
+                                    && b.len() / page < CHECKPOINT_RUN_PAGES_MAX =>
+                            {
+                                b.extend_from_slice(&buf)
+                            }
+                            _ => bufs.push((*id, buf)),
+                        }
                     }
-                    self.write_all(&bufs).await?;
-                    ck.pages_written += bufs.len() as u64;
+                    self.write_all(&bufs, window).await?;
+                    ck.pages_written += bufs.iter().map(|b| (b.1.len() / page) as u64).sum::<u64>();
                     budget = budget.saturating_sub(end - ck.next);
                     let mut st = self.sh.st.borrow_mut();
                     let st = &mut *st;
@@ -959,7 +967,7 @@ impl<S: PageStore> Tree<S> {
                         page::encode_freelist(&mut buf, id, ck.txn, next, rs);
                         bufs.push((id, buf));
                     }
-                    self.write_all(&bufs).await?;
+                    self.write_all(&bufs, window).await?;
                     ck.pages_written += bufs.len() as u64;
                     ck.freelist = pages;
                     ck.phase = Phase::SyncData;
@@ -994,17 +1002,21 @@ impl<S: PageStore> Tree<S> {
         }
     }
 
-    async fn write_all(&self, bufs: &[(u64, Vec<u8>)]) -> Result<(), Error> {
+    /// Writes runs of pages, at most `window` writes in flight at once.
+    async fn write_all(&self, bufs: &[(u64, Vec<u8>)], window: usize) -> Result<(), Error> {
         let store = &self.sh.store;
-        let futs = bufs
-            .iter()
-            .map(|(id, b)| {
-                Some(boxed(async move {
-                    store.write_page(*id, b).await.map_err(Error::from)
-                }))
-            })
-            .collect();
-        JoinAll { futs }.await
+        for wave in bufs.chunks(window.max(1)) {
+            let futs = wave
+                .iter()
+                .map(|(id, b)| {
+                    Some(boxed(async move {
+                        store.write_pages(*id, b).await.map_err(Error::from)
+                    }))
+                })
+                .collect();
+            JoinAll { futs }.await?;
+        }
+        Ok(())
     }
 
     fn finish_checkpoint(&mut self, ck: &Ckpt) {

@@ -137,6 +137,34 @@ impl PageStore for DmaPageStore {
         Ok(())
     }
 
+    async fn write_pages(&self, first_page_id: u64, buf: &[u8]) -> Result<(), StoreError> {
+        if buf.is_empty() || buf.len() % self.page_size != 0 {
+            return Err(StoreError::BadBufferLength {
+                len: buf.len(),
+                page_size: self.page_size,
+            });
+        }
+        // One DMA write for the whole run: a bulk checkpoint's pages are mostly consecutive.
+        let mut dma = self.file.alloc_dma_buffer(buf.len());
+        dma.as_bytes_mut().copy_from_slice(buf);
+        let pos = first_page_id * self.page_size as u64;
+        let n = self
+            .file
+            .write_at(dma, pos)
+            .await
+            .map_err(|e| io_err("write", Some(first_page_id), e))?;
+        if n != buf.len() {
+            return Err(io_err(
+                "write",
+                Some(first_page_id),
+                format!("short write: {n} bytes"),
+            ));
+        }
+        let pages = (buf.len() / self.page_size) as u64;
+        self.pages.set(self.pages.get().max(first_page_id + pages));
+        Ok(())
+    }
+
     async fn sync(&self) -> Result<(), StoreError> {
         self.file
             .fdatasync()
