@@ -18,7 +18,10 @@
 //! - `range_scan`: warmed likewise; 100 items forward from a random existing key; ops = scans.
 //! - `small_commit`: warmed likewise; one new item, then made durable (percore `put` then
 //!   `checkpoint` on a DMA file; redb's default `Immediate` commit; LMDB a synced commit); latency
-//!   per commit.
+//!   per commit. It runs in rounds (4, or 2 with `--quick`) alternating engines, each round a
+//!   fresh child, and every sample is merged: a durable commit is the figure most exposed to
+//!   other tenants' disk traffic, and buffered-write engines (redb, LMDB) are hit harder by it
+//!   than O_DIRECT ones. `round_p50_us` lists each round's median so the drift stays visible.
 //!
 //! Every (case, engine) pair runs in a child process of this binary (it re-executes itself), so
 //! each engine has its own heap and the peak resident memory (`VmHWM`) is per engine and case.
@@ -28,7 +31,10 @@
 //!
 //! Extra flags (only when running `cargo bench -p devices --bench btree -- ...` directly):
 //! `--engines redb,lmdb` and `--cases bulk_insert,random_get` to run a subset (later cases
-//! need `bulk_insert` first), `--items N` to override the item count.
+//! need `bulk_insert` first), `--items N` to override the item count. To profile one engine:
+//! `perf record -g -- target/release/deps/btree-<hash> --engines percore --cases
+//! bulk_insert,random_get`, then `perf report --pid <the random_get child>` (perf follows the
+//! children).
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -887,6 +893,12 @@ fn merge_rounds(rounds: Vec<Row>) -> Result<Row> {
         fields.push((k.clone(), v));
     }
     fields.push(("rounds".into(), n.to_string()));
+    // Each round's own median, to show how much the disk drifted between rounds.
+    let medians: Vec<String> = rounds
+        .iter()
+        .map(|r| format!("{:.1}", r.num("p50_us")))
+        .collect();
+    fields.push(("round_p50_us".into(), format!("[{}]", medians.join(","))));
     Ok(Row {
         case,
         engine,
