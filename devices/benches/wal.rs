@@ -41,11 +41,16 @@ use wal::{Config, Wal};
 type Error = Box<dyn std::error::Error>;
 type Result<T> = std::result::Result<T, Error>;
 
-/// The core everything runs on.
-const CORE: usize = 1;
-const RAW_SETUP: &str = "raw io_uring on core 1 (the wal executor's thread, blocked; qd1 in slices interleaved with every wal case), ext4 /var/tmp";
-const WAL_SETUP: &str =
-    "wal core 1 (writers and flusher on one glommio executor, O_DSYNC DMA writes), ext4 /var/tmp";
+/// The core everything runs on: the disk's completion interrupts land on core 1 here (see
+/// `/proc/interrupts`). `WAL_BENCH_CORE` overrides it for direct runs on a busy machine.
+const CORE_DEFAULT: usize = 1;
+
+fn core() -> usize {
+    std::env::var("WAL_BENCH_CORE")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(CORE_DEFAULT)
+}
 
 const BLOCK_BYTES: usize = 4096;
 const RAW_FILE_BYTES: u64 = 64 << 20;
@@ -64,7 +69,7 @@ struct Run {
 struct Line {
     case: &'static str,
     writers: Option<usize>,
-    setup: &'static str,
+    setup: String,
     records_per_s: f64,
     p50_us: f64,
     p99_us: f64,
@@ -81,6 +86,20 @@ impl Line {
             self.case, self.setup, self.records_per_s, self.p50_us, self.p99_us, self.bytes_per_record
         )
     }
+}
+
+fn raw_setup() -> String {
+    format!(
+        "raw io_uring on core {} (the wal executor's thread, blocked; qd1 in slices interleaved with every wal case), ext4 /var/tmp",
+        core()
+    )
+}
+
+fn wal_setup() -> String {
+    format!(
+        "wal core {} (writers and flusher on one glommio executor, O_DSYNC DMA writes), ext4 /var/tmp",
+        core()
+    )
 }
 
 fn main() {
@@ -107,7 +126,7 @@ fn main_on_core(run: Run) -> Result<()> {
         .tempdir_in("/var/tmp")?;
     let path = dir.path().to_path_buf();
     let (quick, only) = (run.quick, run.only_writers);
-    let lines = LocalExecutorBuilder::new(Placement::Fixed(CORE))
+    let lines = LocalExecutorBuilder::new(Placement::Fixed(core()))
         .name("bench-wal")
         .spawn(move || async move {
             all_cases(&path, quick, only)
@@ -279,7 +298,7 @@ impl RawRig {
         Line {
             case,
             writers: None,
-            setup: RAW_SETUP,
+            setup: raw_setup(),
             records_per_s: self.writes as f64 / self.seconds.max(1e-9),
             p50_us: us(&self.hist, 0.50),
             p99_us: us(&self.hist, 0.99),
@@ -389,7 +408,7 @@ async fn wal_case(
     Ok(Line {
         case: "wal",
         writers: Some(writers),
-        setup: WAL_SETUP,
+        setup: wal_setup(),
         records_per_s: counted.get() as f64 / measured,
         p50_us: us(&h, 0.50),
         p99_us: us(&h, 0.99),
