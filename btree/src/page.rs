@@ -473,9 +473,6 @@ pub fn encode_overflow(buf: &mut [u8], page_id: u64, txn: u64, payload: &[u8]) {
 /// One entry of a node: where its key (and, in a leaf, its value) sit in the node's buffer.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ent {
-    /// The key's first 8 bytes, big-endian, zero-padded: most comparisons end here without
-    /// touching `buf` (a cache miss per probe otherwise).
-    pub head: u64,
     pub off: u32,
     /// Value length (leaf; for an overflow value: the whole value's length).
     pub vlen: u32,
@@ -498,6 +495,10 @@ pub(crate) struct Node {
     pub leaf: bool,
     pub buf: Vec<u8>,
     pub ents: Vec<Ent>,
+    /// Each key's first 8 bytes, big-endian, zero-padded (`key_head`), parallel to `ents`:
+    /// searches probe this dense array and mostly end there, without touching `ents` or
+    /// `buf` (a cache miss per probe otherwise).
+    pub heads: Vec<u64>,
     pub kids: Vec<u64>,
     /// Bytes this node takes when encoded, header included.
     pub disk: usize,
@@ -510,6 +511,7 @@ impl Node {
             leaf,
             buf: Vec::new(),
             ents: Vec::new(),
+            heads: Vec::new(),
             kids: Vec::new(),
             disk: PAGE_HEADER_BYTES,
             garbage: 0,
@@ -547,23 +549,34 @@ impl Node {
     #[inline]
     pub fn search(&self, key: &[u8]) -> Result<usize, usize> {
         let h = key_head(key);
-        self.ents.binary_search_by(|e| {
-            e.head
-                .cmp(&h)
-                .then_with(|| self.buf[e.off as usize..e.off as usize + e.klen as usize].cmp(key))
-        })
+        let lo = self.heads.partition_point(|&x| x < h);
+        // Keys with the same head (a shared 8-byte prefix): compare them whole.
+        let hi = lo + self.heads[lo..].partition_point(|&x| x == h);
+        if hi - lo <= 1 {
+            return match (lo < hi).then(|| self.key(lo).cmp(key)) {
+                Some(std::cmp::Ordering::Equal) => Ok(lo),
+                Some(std::cmp::Ordering::Less) => Err(lo + 1),
+                _ => Err(lo),
+            };
+        }
+        self.ents[lo..hi]
+            .binary_search_by(|e| {
+                self.buf[e.off as usize..e.off as usize + e.klen as usize].cmp(key)
+            })
+            .map(|i| i + lo)
+            .map_err(|i| i + lo)
     }
 
     /// Branch: the child whose range holds `key` (the last separator <= key).
     #[inline]
     pub fn child_index(&self, key: &[u8]) -> usize {
         let h = key_head(key);
-        let seps = &self.ents[1..];
-        seps.partition_point(|e| {
-            e.head < h
-                || (e.head == h
-                    && &self.buf[e.off as usize..e.off as usize + e.klen as usize] <= key)
-        })
+        let heads = &self.heads[1..];
+        let lo = heads.partition_point(|&x| x < h);
+        let hi = lo + heads[lo..].partition_point(|&x| x == h);
+        let ties = &self.ents[1 + lo..1 + hi];
+        lo + ties
+            .partition_point(|e| &self.buf[e.off as usize..e.off as usize + e.klen as usize] <= key)
     }
 
     pub fn cell_disk(leaf: bool, page: usize, klen: usize, vstored: usize) -> usize {
@@ -612,8 +625,8 @@ impl Node {
                 let old_disk = self.ent_disk(i, page);
                 self.garbage += key.len() + self.val_raw(i).len();
                 let off = self.push_bytes(key, stored);
+                self.heads[i] = key_head(key);
                 self.ents[i] = Ent {
-                    head: key_head(key),
                     off,
                     vlen: vlen as u32,
                     klen: key.len() as u16,
@@ -625,10 +638,10 @@ impl Node {
             }
             Err(i) => {
                 let off = self.push_bytes(key, stored);
+                self.heads.insert(i, key_head(key));
                 self.ents.insert(
                     i,
                     Ent {
-                        head: key_head(key),
                         off,
                         vlen: vlen as u32,
                         klen: key.len() as u16,
@@ -651,6 +664,7 @@ impl Node {
         };
         self.disk -= self.ent_disk(i, page);
         self.garbage += self.ents[i].klen as usize + self.val_raw(i).len();
+        self.heads.remove(i);
         self.ents.remove(i);
         if !self.leaf {
             self.kids.remove(i);
@@ -668,17 +682,17 @@ impl Node {
             self.disk -= Node::cell_disk(false, page, klen, 0) - Node::cell_disk(false, page, 0, 0);
             self.garbage += klen;
             self.ents[0].klen = 0;
-            self.ents[0].head = 0;
+            self.heads[0] = 0;
         }
     }
 
     /// Branch: inserts separator `key` with child `kid` at position i.
     pub fn branch_insert(&mut self, page: usize, i: usize, key: &[u8], kid: u64) {
         let off = self.push_bytes(key, &[]);
+        self.heads.insert(i, key_head(key));
         self.ents.insert(
             i,
             Ent {
-                head: key_head(key),
                 off,
                 vlen: 0,
                 klen: key.len() as u16,
@@ -694,8 +708,8 @@ impl Node {
         let stored = other.val_raw(i);
         let off = self.push_bytes(key, stored);
         let e = other.ents[i];
+        self.heads.push(key_head(key));
         self.ents.push(Ent {
-            head: key_head(key),
             off,
             vlen: e.vlen,
             klen: key.len() as u16,
@@ -720,6 +734,7 @@ impl Node {
                     ..self.ents[i]
                 });
             }
+            n.heads = std::mem::take(&mut self.heads);
             n.kids = std::mem::take(&mut self.kids);
             n.disk = self.disk;
             *self = n;
@@ -785,6 +800,7 @@ impl Node {
     pub fn mem_bytes(&self) -> usize {
         self.buf.capacity()
             + self.ents.capacity() * std::mem::size_of::<Ent>()
+            + self.heads.capacity() * 8
             + self.kids.capacity() * 8
             + 64
     }
@@ -876,8 +892,8 @@ impl Node {
                     };
                     let off = n.push_bytes(&key, &stored);
                     let flags = if ovf { FLAG_OVERFLOW_VALUE } else { 0 };
+                    n.heads.push(key_head(&key));
                     n.ents.push(Ent {
-                        head: key_head(&key),
                         off,
                         vlen: vlen as u32,
                         klen: key.len() as u16,
@@ -891,8 +907,8 @@ impl Node {
                 for (k, kid) in cells {
                     let key = take_key(k)?;
                     let off = n.push_bytes(&key, &[]);
+                    n.heads.push(key_head(&key));
                     n.ents.push(Ent {
-                        head: key_head(&key),
                         off,
                         vlen: 0,
                         klen: key.len() as u16,
