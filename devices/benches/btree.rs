@@ -11,23 +11,27 @@
 //! - `random_get`: the store reopened and warmed (every item read once, so percore's page cache,
 //!   redb's cache and LMDB's mapping hold everything), then point gets of random existing keys
 //!   from one reader (redb and LMDB: one read transaction for the whole run; percore: `get_with`
-//!   on the tree, no copy). After a short warm-up pass, `ops_per_s` comes from a pass timed as a
-//!   whole (no clock read per get); `p50_us`/`p99_us` from a second pass of the same length that
-//!   times every get on its own (each clock read costs tens of nanoseconds here, counted alike
-//!   for every engine; that pass's rate is `timed_pass_ops_per_s`).
+//!   on the tree, no copy). After a short warm-up pass, each slice (below) runs an untimed
+//!   stretch timed as a whole, which gives `ops_per_s` (no clock read per get), then a stretch
+//!   of the same length that times every get on its own, which gives `p50_us`/`p99_us` (each
+//!   clock read costs tens of nanoseconds here, counted alike for every engine; that stretch's
+//!   rate is `timed_pass_ops_per_s`).
 //! - `range_scan`: warmed likewise; 100 items forward from a random existing key; ops = scans.
 //! - `small_commit`: warmed likewise; one new item, then made durable (percore `put` then
 //!   `checkpoint` on a DMA file; redb's default `Immediate` commit; LMDB a synced commit); latency
-//!   per commit. It runs in rounds (4, or 2 with `--quick`) alternating engines, each round a
-//!   fresh child, and every sample is merged: a durable commit is the figure most exposed to
-//!   other tenants' disk traffic, and buffered-write engines (redb, LMDB) are hit harder by it
-//!   than O_DIRECT ones. `round_p50_us` lists each round's median so the drift stays visible.
+//!   per commit. A durable commit is the figure most exposed to other tenants' disk traffic,
+//!   and buffered-write engines (redb, LMDB) are hit harder by it than O_DIRECT ones.
 //!
 //! Every (case, engine) pair runs in a child process of this binary (it re-executes itself), so
 //! each engine has its own heap and the peak resident memory (`VmHWM`) is per engine and case.
-//! Engines are interleaved case by case in one invocation so that ratios hold while the machine
-//! drifts. Each child runs its engine on a glommio `LocalExecutor` pinned to the same core, and
-//! every engine's files live in one directory under `/var/tmp` (ext4), removed afterwards.
+//! Engines are interleaved in one invocation so that ratios hold while the machine drifts:
+//! the bulk loads one after the other (a loader's unsynced pages must not be written back on
+//! another engine's clock); for the other cases every engine's child is started and warmed,
+//! then the measured part runs in slices (8, or 4 with `--quick`), the engines taking turns
+//! slice by slice while the others wait on a pipe. `slice_p50_us` lists each slice's median,
+//! so drift stays visible. Each child runs its engine on a glommio `LocalExecutor` pinned to
+//! the same core, and every engine's files live in one directory under `/var/tmp` (ext4),
+//! removed afterwards.
 //!
 //! Extra flags (only when running `cargo bench -p devices --bench btree -- ...` directly):
 //! `--engines redb,lmdb` and `--cases bulk_insert,random_get` to run a subset (later cases
@@ -43,6 +47,7 @@ use std::hint::black_box;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -76,15 +81,14 @@ struct Params {
     items: u64,
     gets: u64,
     scans: u64,
-    /// Durable commits per engine in all (split over `rounds` child processes).
+    /// Durable commits per engine.
     commits: u64,
-    /// Untimed commits at the start of each round.
+    /// Untimed commits before the measured ones.
     warmup_commits: u64,
-    /// `small_commit` runs in this many rounds per engine, interleaved across engines, so that
-    /// the disk's drift (other tenants' flushes) falls on every engine alike.
-    rounds: u64,
-    /// Which round a child runs (children only).
-    round: u64,
+    /// The measured part of `random_get`, `range_scan` and `small_commit` runs in this many
+    /// slices per engine, the engines taking turns, so that the machine's drift (other
+    /// tenants' CPU and disk load) falls on every engine alike.
+    slices: u64,
 }
 
 impl Params {
@@ -96,8 +100,7 @@ impl Params {
                 scans: 20_000,
                 commits: 300,
                 warmup_commits: 20,
-                rounds: 2,
-                round: 0,
+                slices: 4,
             }
         } else {
             Params {
@@ -106,8 +109,7 @@ impl Params {
                 scans: 100_000,
                 commits: 2_000,
                 warmup_commits: 50,
-                rounds: 4,
-                round: 0,
+                slices: 8,
             }
         };
         if let Some(items) = items {
@@ -118,14 +120,8 @@ impl Params {
 
     fn to_arg(self) -> String {
         format!(
-            "{},{},{},{},{},{},{}",
-            self.items,
-            self.gets,
-            self.scans,
-            self.commits,
-            self.warmup_commits,
-            self.rounds,
-            self.round
+            "{},{},{},{},{},{}",
+            self.items, self.gets, self.scans, self.commits, self.warmup_commits, self.slices
         )
     }
 
@@ -134,7 +130,7 @@ impl Params {
             .split(',')
             .map(|x| x.parse::<u64>())
             .collect::<std::result::Result<_, _>>()?;
-        if v.len() != 7 {
+        if v.len() != 6 {
             return Err(format!("bad params {s:?}").into());
         }
         Ok(Params {
@@ -143,8 +139,7 @@ impl Params {
             scans: v[2],
             commits: v[3],
             warmup_commits: v[4],
-            rounds: v[5],
-            round: v[6],
+            slices: v[5],
         })
     }
 }
@@ -261,25 +256,98 @@ async fn run_timed(
     Ok((start.elapsed(), h))
 }
 
-/// Throughput from an untimed pass, latency from a timed pass of the same length.
+/// Waits for the parent's turn to run the next slice (the gated cases only). The first call
+/// says the child is warm and ready, the later ones that the previous slice is done.
+fn gate() -> Result<()> {
+    use std::io::{BufRead, Write};
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    let said = if STARTED.swap(true, Ordering::Relaxed) {
+        "done"
+    } else {
+        "ready"
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{said}")?;
+    out.flush()?;
+    drop(out);
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "go" {
+        return Err(format!("expected \"go\" from the parent, got {line:?}").into());
+    }
+    Ok(())
+}
+
+fn median_us(h: &Histogram<u64>) -> String {
+    format!("{:.1}", h.value_at_quantile(0.5) as f64 / 1e3)
+}
+
+/// Point reads: after a short warm-up pass (other keys, before the first slice), each slice
+/// runs an untimed stretch (throughput) then a timed one (latency) of the same length.
 async fn run_two_pass(
+    p: &Params,
     ops: u64,
     mut op: impl AsyncFnMut(u64, u64) -> Result<()>,
 ) -> Result<Outcome> {
-    // A short pass first (other keys), so that neither measured pass pays for first touches.
     run_untimed(ops / 10, async |i| op(0, i).await).await?;
-    let elapsed = run_untimed(ops, async |i| op(1, i).await).await?;
-    let (timed_elapsed, latency) = run_timed(ops, async |i| op(2, i).await).await?;
+    let per = ops / p.slices;
+    let (mut elapsed, mut timed_elapsed) = (Duration::ZERO, Duration::ZERO);
+    let mut latency = histogram();
+    let mut medians = Vec::new();
+    for s in 0..p.slices {
+        gate()?;
+        elapsed += run_untimed(per, async |i| op(1, s * per + i).await).await?;
+        let (e, h) = run_timed(per, async |i| op(2, s * per + i).await).await?;
+        timed_elapsed += e;
+        medians.push(median_us(&h));
+        latency.add(&h).map_err(|e| format!("{e:?}"))?;
+    }
+    let ops = per * p.slices;
     Ok(Outcome {
         ops,
         elapsed,
         latency,
         latency_unit: "op",
-        extra: vec![(
-            "timed_pass_ops_per_s",
-            format!("{:.0}", ops as f64 / timed_elapsed.as_secs_f64()),
-        )],
+        extra: vec![
+            (
+                "timed_pass_ops_per_s",
+                format!("{:.0}", ops as f64 / timed_elapsed.as_secs_f64()),
+            ),
+            ("slice_p50_us", format!("[{}]", medians.join(","))),
+        ],
     })
+}
+
+/// `ops` timed operations in `p.slices` gated slices.
+async fn run_sliced(
+    p: &Params,
+    ops: u64,
+    latency_unit: &'static str,
+    mut op: impl AsyncFnMut(u64) -> Result<()>,
+) -> Result<Outcome> {
+    let per = ops / p.slices;
+    let mut elapsed = Duration::ZERO;
+    let mut latency = histogram();
+    let mut medians = Vec::new();
+    for s in 0..p.slices {
+        gate()?;
+        let (e, h) = run_timed(per, async |i| op(s * per + i).await).await?;
+        elapsed += e;
+        medians.push(median_us(&h));
+        latency.add(&h).map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(Outcome {
+        ops: per * p.slices,
+        elapsed,
+        latency,
+        latency_unit,
+        extra: vec![("slice_p50_us", format!("[{}]", medians.join(",")))],
+    })
+}
+
+/// Range scans: `op(i)` scans from a random key.
+async fn run_scans(p: &Params, op: impl AsyncFnMut(u64) -> Result<()>) -> Result<Outcome> {
+    run_sliced(p, p.scans, "scan of 100 items", op).await
 }
 
 /// One step of a bulk load: write items `first..end` (not durable yet), or make all durable.
@@ -320,29 +388,12 @@ async fn run_commits(
     p: &Params,
     mut commit: impl AsyncFnMut(u64) -> Result<()>,
 ) -> Result<Outcome> {
-    // New items, past the bulk-loaded ones and those of earlier rounds.
-    let per_round = p.commits / p.rounds;
-    let first = p.items + p.round * (p.warmup_commits + per_round);
+    // New items, past the bulk-loaded ones.
     for j in 0..p.warmup_commits {
-        commit(first + j).await?;
+        commit(p.items + j).await?;
     }
-    let base = first + p.warmup_commits;
-    let mut samples = Vec::with_capacity(per_round as usize);
-    let (elapsed, latency) = run_timed(per_round, async |j| {
-        let t = Instant::now();
-        let r = commit(base + j).await;
-        samples.push(t.elapsed().as_nanos().to_string());
-        r
-    })
-    .await?;
-    Ok(Outcome {
-        ops: per_round,
-        elapsed,
-        latency,
-        latency_unit: "commit",
-        // Every latency, so that the parent can merge the rounds exactly.
-        extra: vec![("samples_ns", format!("\"{}\"", samples.join(",")))],
-    })
+    let base = p.items + p.warmup_commits;
+    run_sliced(p, p.commits, "commit", async |j| commit(base + j).await).await
 }
 
 fn warm_field(d: Duration) -> (&'static str, String) {
@@ -422,7 +473,7 @@ mod redb_engine {
             let warm = start.elapsed();
             let out = match case {
                 "random_get" => {
-                    run_two_pass(p.gets, async |phase, i| {
+                    run_two_pass(p, p.gets, async |phase, i| {
                         let k = key(pick(phase, i, p.items));
                         let v = t.get(&k[..])?.ok_or("missing key")?;
                         black_box(touch(v.value()));
@@ -431,7 +482,7 @@ mod redb_engine {
                     .await?
                 }
                 "range_scan" => {
-                    let (elapsed, latency) = run_timed(p.scans, async |i| {
+                    run_scans(p, async |i| {
                         let k = key(pick(3, i, p.items));
                         let mut n = 0;
                         let mut sum = 0;
@@ -446,14 +497,7 @@ mod redb_engine {
                         }
                         Ok(())
                     })
-                    .await?;
-                    Outcome {
-                        ops: p.scans,
-                        elapsed,
-                        latency,
-                        latency_unit: "scan of 100 items",
-                        extra: vec![],
-                    }
+                    .await?
                 }
                 "small_commit" => {
                     drop(t);
@@ -543,7 +587,7 @@ mod lmdb_engine {
             let warm = start.elapsed();
             let mut out = match case {
                 "random_get" => {
-                    run_two_pass(p.gets, async |phase, i| {
+                    run_two_pass(p, p.gets, async |phase, i| {
                         let k = key(pick(phase, i, p.items));
                         let v = db.get(&r, &k)?.ok_or("missing key")?;
                         black_box(touch(v));
@@ -552,7 +596,7 @@ mod lmdb_engine {
                     .await?
                 }
                 "range_scan" => {
-                    let (elapsed, latency) = run_timed(p.scans, async |i| {
+                    run_scans(p, async |i| {
                         let k = key(pick(3, i, p.items));
                         let mut n = 0;
                         let mut sum = 0;
@@ -570,14 +614,7 @@ mod lmdb_engine {
                         }
                         Ok(())
                     })
-                    .await?;
-                    Outcome {
-                        ops: p.scans,
-                        elapsed,
-                        latency,
-                        latency_unit: "scan of 100 items",
-                        extra: vec![],
-                    }
+                    .await?
                 }
                 "small_commit" => {
                     drop(r);
@@ -668,7 +705,7 @@ mod percore_engine {
         let mut out = match case {
             "random_get" => {
                 let tree = &tree;
-                run_two_pass(p.gets, async |phase, i| {
+                run_two_pass(p, p.gets, async |phase, i| {
                     let k = key(pick(phase, i, p.items));
                     let v = tree.get_with(&k, |v| v.map(touch)).await?;
                     black_box(v.ok_or("missing key")?);
@@ -678,7 +715,7 @@ mod percore_engine {
             }
             "range_scan" => {
                 let tree = &tree;
-                let (elapsed, latency) = run_timed(p.scans, async |i| {
+                run_scans(p, async |i| {
                     let k = key(pick(3, i, p.items));
                     let mut c = tree
                         .range(
@@ -699,14 +736,7 @@ mod percore_engine {
                     }
                     Ok(())
                 })
-                .await?;
-                Outcome {
-                    ops: p.scans,
-                    elapsed,
-                    latency,
-                    latency_unit: "scan of 100 items",
-                    extra: vec![],
-                }
+                .await?
             }
             "small_commit" => {
                 let mut pages = 0u64;
@@ -721,7 +751,7 @@ mod percore_engine {
                     "pages_per_commit",
                     format!(
                         "{:.1}",
-                        pages as f64 / (p.commits / p.rounds + p.warmup_commits) as f64
+                        pages as f64 / (p.commits + p.warmup_commits) as f64
                     ),
                 ));
                 out
@@ -811,11 +841,46 @@ impl Row {
     }
 }
 
+fn child_spec(engine: &str, case: &str, p: &Params, dir: &Path) -> String {
+    format!("{engine}:{case}:{}:{}", p.to_arg(), dir.display())
+}
+
+fn parse_row(engine: &str, case: &str, line: &str) -> Result<Row> {
+    let fields = line
+        .split('\t')
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("{engine} {case}: bad child output {line:?}"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Row {
+        case: CASES.iter().find(|c| **c == case).expect("known case"),
+        engine: engine.to_string(),
+        fields,
+    })
+}
+
+fn report_row(row: &Row, started: Instant) {
+    eprintln!(
+        "bench btree: {:<12} {:<8} {:>12.0} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  peak RSS {:>6.0} MiB  ({:.1} s)",
+        row.case,
+        row.engine,
+        row.num("ops_per_s"),
+        row.num("p50_us"),
+        row.num("p99_us"),
+        row.num("peak_rss_bytes") / (1 << 20) as f64,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// One child at a time, start to end (bulk loads: a loader's unsynced pages must not be
+/// written back on another engine's clock).
 fn run_child(exe: &Path, engine: &str, case: &str, p: &Params, dir: &Path) -> Result<Row> {
-    let spec = format!("{engine}:{case}:{}:{}", p.to_arg(), dir.display());
     let started = Instant::now();
     let out = Command::new(exe)
-        .env(CHILD_ENV, spec)
+        .env(CHILD_ENV, child_spec(engine, case, p, dir))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -828,82 +893,83 @@ fn run_child(exe: &Path, engine: &str, case: &str, p: &Params, dir: &Path) -> Re
         .lines()
         .last()
         .ok_or_else(|| format!("{engine} {case}: child printed nothing"))?;
-    let fields = line
-        .split('\t')
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').ok_or("bad child output")?;
-            Ok((k.to_string(), v.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let row = Row {
-        case: CASES.iter().find(|c| **c == case).expect("known case"),
-        engine: engine.to_string(),
-        fields,
-    };
-    eprintln!(
-        "bench btree: {case:<12} {engine:<8} {:>12.0} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  peak RSS {:>6.0} MiB  ({:.1} s)",
-        row.num("ops_per_s"),
-        row.num("p50_us"),
-        row.num("p99_us"),
-        row.num("peak_rss_bytes") / (1 << 20) as f64,
-        started.elapsed().as_secs_f64()
-    );
+    let row = parse_row(engine, case, line)?;
+    report_row(&row, started);
     Ok(row)
 }
 
-/// One row from the rounds of one engine: latencies merged exactly (every sample), rates
-/// from the summed counts and times, peak memory the largest, other figures averaged.
-fn merge_rounds(rounds: Vec<Row>) -> Result<Row> {
-    let n = rounds.len();
-    let last = rounds.last().ok_or("no rounds")?;
-    let (case, engine) = (last.case, last.engine.clone());
-    let mut h = histogram();
-    let (mut ops, mut elapsed, mut peak) = (0.0, 0.0, 0.0f64);
-    for r in &rounds {
-        let samples = r
-            .fields
-            .iter()
-            .find(|(k, _)| k == "samples_ns")
-            .map(|(_, v)| v.trim_matches('"').to_string())
-            .ok_or("a round without samples")?;
-        for x in samples.split(',').filter(|x| !x.is_empty()) {
-            h.saturating_record(x.parse::<u64>()?.max(1));
+/// Every engine's child at once, each warmed and then waiting at its gate; the engines take
+/// turns slice by slice (one runs, the others block on a read), so that a drift in the
+/// machine's load falls on all of them.
+fn run_gated(
+    exe: &Path,
+    engines: &[String],
+    case: &str,
+    p: &Params,
+    dir: &Path,
+) -> Result<Vec<Row>> {
+    use std::io::{BufRead, BufReader, Write};
+    struct Kid {
+        engine: String,
+        child: std::process::Child,
+        stdin: std::process::ChildStdin,
+        stdout: BufReader<std::process::ChildStdout>,
+        row: Option<Row>,
+    }
+    fn next_line(kid: &mut Kid, case: &str) -> Result<String> {
+        let mut line = String::new();
+        if kid.stdout.read_line(&mut line)? == 0 {
+            let status = kid.child.wait()?;
+            return Err(format!("{} {case}: child failed: {status}", kid.engine).into());
         }
-        ops += r.num("ops");
-        elapsed += r.num("elapsed_s");
-        peak = peak.max(r.num("peak_rss_bytes"));
+        Ok(line.trim_end().to_string())
     }
-    let q = |p: f64| format!("{:.1}", h.value_at_quantile(p) as f64 / 1e3);
-    let mut fields = Vec::new();
-    for (k, v) in &last.fields {
-        let v = match k.as_str() {
-            "samples_ns" => continue,
-            "ops_per_s" => format!("{:.0}", ops / elapsed),
-            "p50_us" => q(0.50),
-            "p99_us" => q(0.99),
-            "ops" => format!("{ops:.0}"),
-            "elapsed_s" => format!("{elapsed:.3}"),
-            "peak_rss_bytes" => format!("{peak:.0}"),
-            "pages_per_commit" | "warm_s" => {
-                let mean = rounds.iter().map(|r| r.num(k)).sum::<f64>() / n as f64;
-                format!("{mean:.2}")
+    let started = Instant::now();
+    let mut kids = Vec::new();
+    for engine in engines {
+        let mut child = Command::new(exe)
+            .env(CHILD_ENV, child_spec(engine, case, p, dir))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no child stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
+        kids.push(Kid {
+            engine: engine.clone(),
+            child,
+            stdin,
+            stdout,
+            row: None,
+        });
+    }
+    for kid in &mut kids {
+        let line = next_line(kid, case)?;
+        if line != "ready" {
+            return Err(format!("{} {case}: expected ready, got {line:?}", kid.engine).into());
+        }
+    }
+    while kids.iter().any(|k| k.row.is_none()) {
+        for kid in kids.iter_mut().filter(|k| k.row.is_none()) {
+            writeln!(kid.stdin, "go")?;
+            kid.stdin.flush()?;
+            let line = next_line(kid, case)?;
+            if line != "done" {
+                let row = parse_row(&kid.engine, case, &line)?;
+                report_row(&row, started);
+                kid.row = Some(row);
             }
-            _ => v.clone(),
-        };
-        fields.push((k.clone(), v));
+        }
     }
-    fields.push(("rounds".into(), n.to_string()));
-    // Each round's own median, to show how much the disk drifted between rounds.
-    let medians: Vec<String> = rounds
-        .iter()
-        .map(|r| format!("{:.1}", r.num("p50_us")))
-        .collect();
-    fields.push(("round_p50_us".into(), format!("[{}]", medians.join(","))));
-    Ok(Row {
-        case,
-        engine,
-        fields,
-    })
+    let mut rows = Vec::new();
+    for mut kid in kids {
+        let status = kid.child.wait()?;
+        if !status.success() {
+            return Err(format!("{} {case}: child failed: {status}", kid.engine).into());
+        }
+        rows.push(kid.row.take().expect("every child reported"));
+    }
+    Ok(rows)
 }
 
 fn print_table(rows: &[Row], p: &Params, quick: bool) {
@@ -999,24 +1065,13 @@ fn parent(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let mut rows = Vec::new();
     for case in &cases {
-        let case_rows = if *case == "small_commit" {
-            // Rounds interleaved across engines, merged per engine.
-            let mut per_engine: Vec<Vec<Row>> = engines.iter().map(|_| Vec::new()).collect();
-            for round in 0..p.rounds {
-                for (e, engine) in engines.iter().enumerate() {
-                    let q = Params { round, ..p };
-                    per_engine[e].push(run_child(&exe, engine, case, &q, dir.path())?);
-                }
-            }
-            per_engine
-                .into_iter()
-                .map(merge_rounds)
-                .collect::<Result<Vec<_>>>()?
-        } else {
+        let case_rows = if *case == "bulk_insert" {
             engines
                 .iter()
                 .map(|engine| run_child(&exe, engine, case, &p, dir.path()))
                 .collect::<Result<Vec<_>>>()?
+        } else {
+            run_gated(&exe, &engines, case, &p, dir.path())?
         };
         for row in case_rows {
             if json {
