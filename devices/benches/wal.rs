@@ -158,7 +158,9 @@ async fn all_cases(dir: &Path, quick: bool, only: Option<usize>) -> Result<Vec<L
         eprintln!(
             "bench wal: wal with {writers} writers, {seconds} s, interleaved with raw qd1 slices"
         );
+        let usage = CoreUsage::start();
         wal_lines.push(wal_case(dir, writers, slice, rounds, &mut raw1).await?);
+        usage.report(&format!("wal with {writers} writers"));
     }
     lines.push(raw1.line("raw_dsync_qd1"));
     if only.is_none() {
@@ -169,6 +171,66 @@ async fn all_cases(dir: &Path, quick: bool, only: Option<usize>) -> Result<Vec<L
     }
     lines.extend(wal_lines);
     Ok(lines)
+}
+
+/// How busy the measured core was with other processes during a case: on a shared machine
+/// a neighbour on the same core decides the p99, so every case says how much there was.
+struct CoreUsage {
+    core_ticks: (u64, u64),
+    own_ticks: u64,
+}
+
+impl CoreUsage {
+    /// (busy, total) clock ticks of the measured core, from /proc/stat.
+    fn core_ticks() -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let name = format!("cpu{} ", core());
+        let Some(line) = stat.lines().find(|l| l.starts_with(&name)) else {
+            return (0, 0);
+        };
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let total: u64 = v.iter().take(8).sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        (total - idle, total)
+    }
+
+    /// Clock ticks this process has used (all its threads run on the measured core, but for
+    /// the blocking-pool threads glommio may start).
+    fn own_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let v: Vec<u64> = after
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // Fields 14 and 15 of the file (utime, stime) are the 12th and 13th after the name.
+        v.get(10).copied().unwrap_or(0) + v.get(11).copied().unwrap_or(0)
+    }
+
+    fn start() -> CoreUsage {
+        CoreUsage {
+            core_ticks: CoreUsage::core_ticks(),
+            own_ticks: CoreUsage::own_ticks(),
+        }
+    }
+
+    fn report(&self, what: &str) {
+        let (busy, total) = CoreUsage::core_ticks();
+        let own = CoreUsage::own_ticks() - self.own_ticks;
+        let (busy, total) = (busy - self.core_ticks.0, total - self.core_ticks.1);
+        let pct = |t: u64| 100.0 * t as f64 / total.max(1) as f64;
+        eprintln!(
+            "bench wal:   {what}: core {} busy {:.0}% (this process {:.0}%, other work {:.0}%)",
+            core(),
+            pct(busy),
+            pct(own.min(busy)),
+            pct(busy.saturating_sub(own))
+        );
+    }
 }
 
 fn histogram() -> Histogram<u64> {
