@@ -503,6 +503,51 @@ pub(crate) struct Node {
     /// Bytes this node takes when encoded, header included.
     pub disk: usize,
     garbage: usize,
+    /// Branch: weak links to the children's cached nodes, so a warm get skips the hash
+    /// lookup per level. Filled by reads; emptied whenever this node changes; a link that no
+    /// longer upgrades, or reaches a node marked stale, falls back to the cache lookup.
+    pub kid_cache: KidCache,
+    /// Set when the writer replaced this node's content under the same page id while
+    /// someone still held it (see `Tree::with_mut`): links to it are no longer the page.
+    pub stale: std::cell::Cell<bool>,
+}
+
+/// Weak child links of a branch node (see `Node::kid_cache`). Cloning gives an empty cache:
+/// a copy is a new page whose links are filled afresh.
+#[derive(Debug, Default)]
+pub(crate) struct KidCache(std::cell::RefCell<Vec<Option<std::rc::Weak<Node>>>>);
+
+impl Clone for KidCache {
+    fn clone(&self) -> Self {
+        KidCache::default()
+    }
+}
+
+impl KidCache {
+    /// The live, current node linked at child `i`, if any.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<std::rc::Rc<Node>> {
+        let v = self.0.borrow();
+        let n = v.get(i)?.as_ref()?.upgrade()?;
+        (!n.stale.get()).then_some(n)
+    }
+
+    pub fn set(&self, i: usize, n: &std::rc::Rc<Node>, kids: usize) {
+        let mut v = self.0.borrow_mut();
+        if v.len() < kids {
+            v.resize(kids, None);
+        }
+        if let Some(slot) = v.get_mut(i) {
+            *slot = Some(std::rc::Rc::downgrade(n));
+        }
+    }
+
+    pub fn clear(&self) {
+        let mut v = self.0.borrow_mut();
+        if !v.is_empty() {
+            v.clear();
+        }
+    }
 }
 
 impl Node {
@@ -514,6 +559,8 @@ impl Node {
             heads: Vec::new(),
             kids: Vec::new(),
             disk: PAGE_HEADER_BYTES,
+            kid_cache: KidCache::default(),
+            stale: std::cell::Cell::new(false),
             garbage: 0,
         }
     }

@@ -544,7 +544,9 @@ impl<S: PageStore> Tree<S> {
         let node = self.sh.node(id).await?;
         let mut st = self.sh.st.borrow_mut();
         let new = st.alloc();
-        st.insert_dirty(new, Cached::Node(Rc::new((*node).clone())));
+        let copy = (*node).clone();
+        copy.stale.set(false);
+        st.insert_dirty(new, Cached::Node(Rc::new(copy)));
         st.free_page(id);
         Ok(new)
     }
@@ -559,8 +561,16 @@ impl<S: PageStore> Tree<S> {
         let Cached::Node(rc) = &mut slot.page else {
             unreachable!("writable pages are nodes")
         };
+        if Rc::strong_count(rc) > 1 {
+            // Someone still holds this content (make_mut is about to copy it): links to
+            // the old copy must not be followed any more.
+            rc.stale.set(true);
+        }
+        // With only weak links left, make_mut moves the node and the links stop upgrading.
         let node = Rc::make_mut(rc);
+        node.stale.set(false);
         let r = f(node);
+        node.kid_cache.clear();
         let bytes = node.mem_bytes();
         st.cache_bytes = st.cache_bytes + bytes - slot.bytes;
         slot.bytes = bytes;
@@ -1304,30 +1314,30 @@ async fn get_with<S: PageStore, R>(
     key: &[u8],
     f: impl FnOnce(Option<&[u8]>) -> R,
 ) -> Result<R, Error> {
-    let mut id = root;
+    // The hot path: per level one binary search, and a weak link to the child instead of a
+    // hash lookup once the path is warm. No copy.
+    let mut node = match sh.cached_node(root) {
+        Some(n) => n,
+        None => sh.node(root).await?,
+    };
     let leaf = loop {
-        // The hot path: one hash lookup and one binary search per level, no copy.
-        let hit = {
-            let st = sh.st.borrow();
-            match st.cache.get(&id).map(|s| &s.page) {
-                Some(Cached::Node(n)) if n.leaf => Some(n.clone()),
-                Some(Cached::Node(n)) => {
-                    id = n.kids[n.child_index(key)];
-                    continue;
-                }
-                _ => None,
-            }
-        };
-        let loaded = match hit {
+        if node.leaf {
+            break node;
+        }
+        let idx = node.child_index(key);
+        if let Some(child) = node.kid_cache.get(idx) {
+            node = child;
+            continue;
+        }
+        let id = node.kids[idx];
+        let child = match sh.cached_node(id) {
             Some(n) => n,
             // A miss: load, and use the loaded node itself (the cache may evict it at once
             // when the budget is small).
             None => sh.node(id).await?,
         };
-        if loaded.leaf {
-            break loaded;
-        }
-        id = loaded.kids[loaded.child_index(key)];
+        node.kid_cache.set(idx, &child, node.kids.len());
+        node = child;
     };
     match leaf.search(key) {
         Err(_) => Ok(f(None)),

@@ -213,6 +213,12 @@ impl World {
                 if !self.snaps.is_empty() {
                     let (s, m) = &self.snaps[i % self.snaps.len()];
                     assert_eq!(&contents(s).await.unwrap(), m);
+                    // Point gets through the snapshot (they follow the branch nodes' weak
+                    // child links, which the writer's changes must never mislead).
+                    for (k, v) in m.iter().step_by(7) {
+                        assert_eq!(s.get(k).await.unwrap().as_ref(), Some(v));
+                    }
+                    assert_eq!(s.get(b"absent").await.unwrap(), None);
                     assert_eq!(s.len(), m.len() as u64);
                 }
             }
