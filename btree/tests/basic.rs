@@ -205,3 +205,36 @@ fn reopen_after_checkpoint_and_crash() {
         t.check_invariants().await.unwrap();
     });
 }
+
+#[test]
+fn a_batch_cut_short_by_an_io_error_is_never_seen() {
+    block_on(async {
+        // A cache of one page: the batch must read cold pages, and the store fails half-way.
+        let config = Config {
+            cache_bytes_max: 1,
+            ..Config::test_min()
+        };
+        let store = SimStore::new(config.page_size_bytes, 3);
+        let mut t = Tree::open(store.clone(), config.clone()).await.unwrap();
+        for i in 0..2000u32 {
+            t.put(&key(i), b"before").await.unwrap();
+        }
+        t.checkpoint().await.unwrap();
+        let mut b = WriteBatch::new();
+        for i in 0..2000u32 {
+            b.put(&key(i), b"after");
+        }
+        store.fail_after(20);
+        assert!(matches!(t.apply(&b).await, Err(Error::Store(_))));
+        store.clear_faults();
+        // Poisoned: neither reads nor writes see the half-applied batch.
+        assert_eq!(t.get(&key(0)).await, Err(Error::Poisoned));
+        assert_eq!(t.checkpoint().await, Err(Error::Poisoned));
+        drop(t);
+        store.crash();
+        let t = Tree::open(store, config).await.unwrap();
+        for i in 0..2000u32 {
+            assert_eq!(t.get(&key(i)).await.unwrap().unwrap(), b"before");
+        }
+    });
+}
