@@ -58,7 +58,7 @@ type Result<T> = std::result::Result<T, Error>;
 /// The core every engine runs on. The disk's completion interrupts land on core 1 on the
 /// machines this project runs on (see `/proc/interrupts`), which favours every engine alike.
 const ENGINE_CORE: usize = 1;
-const SETUP: &str = "engine core 1 (one child process per engine and case, glommio LocalExecutor pinned to core 1 for every engine), files on ext4 under /var/tmp";
+const SETUP: &str = "engine core 1 for every engine (each in its own child process on a glommio LocalExecutor pinned to core 1; gets, scans and commits in slices, engines taking turns), files on ext4 under /var/tmp";
 
 const ENGINES: &[&str] = &["percore", "redb", "lmdb"];
 const CASES: &[&str] = &["bulk_insert", "random_get", "range_scan", "small_commit"];
