@@ -74,6 +74,8 @@ pub(crate) struct State {
     /// Live snapshot generations (the durable and the in-flight checkpoint included).
     pub live: BTreeMap<u64, usize>,
     pub reclaim_due: bool,
+    /// No eviction pass until the cache holds this many bytes (see `evict`).
+    pub evict_skip_until: usize,
     /// Pages the next checkpoint must write.
     pub dirty: IdSet,
     /// Long-key overflow runs (first page, pages) of each node page as written on disk.
@@ -218,7 +220,7 @@ impl State {
     /// Drops clean pages until the cache is under 7/8 of its budget (leaves and overflow
     /// first: the upper levels are few and on every path).
     pub fn evict(&mut self, budget: usize) {
-        if self.cache_bytes <= budget {
+        if self.cache_bytes <= budget || self.cache_bytes < self.evict_skip_until {
             return;
         }
         let target = budget / 8 * 7;
@@ -243,6 +245,13 @@ impl State {
                 break;
             }
         }
+        // Mostly pinned (dirty pages beyond the budget before a checkpoint): do not scan the
+        // whole cache again on every write, only after it grew by another eighth of the budget.
+        self.evict_skip_until = if self.cache_bytes > target {
+            self.cache_bytes + budget / 8
+        } else {
+            0
+        };
     }
 }
 

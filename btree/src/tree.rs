@@ -228,6 +228,7 @@ impl<S: PageStore> Tree<S> {
             pending_ids: Default::default(),
             live: BTreeMap::from([(0, 1)]),
             reclaim_due: false,
+            evict_skip_until: 0,
             dirty: Default::default(),
             long_runs: Default::default(),
             gen: 1,
@@ -1042,6 +1043,7 @@ impl<S: PageStore> Tree<S> {
         self.txn = ck.txn;
         st.reclaim_due = true;
         // Written pages are clean now: the cache may shed them.
+        st.evict_skip_until = 0;
         st.evict(self.sh.cfg.cache_bytes_max);
     }
 

@@ -227,3 +227,25 @@ fn snapshot_ships_and_rebuilds_an_equal_tree() {
         ));
     });
 }
+
+/// Dirty pages are pinned until a checkpoint: a load far beyond the cache budget without
+/// one must not rescan the whole cache on every write (it did: quadratic).
+#[test]
+fn many_writes_beyond_the_budget_before_a_checkpoint_stay_linear() {
+    block_on(async {
+        let config = Config {
+            cache_bytes_max: 16 * 1024,
+            invariant_check_items_max: 0,
+            ..Config::test_min()
+        };
+        let mut t = new_tree(&config);
+        let start = std::time::Instant::now();
+        for i in 0..60_000u32 {
+            t.put(&key(i), &[4u8; 100]).await.unwrap();
+        }
+        t.checkpoint().await.unwrap();
+        assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+        assert!(t.cache_bytes() <= 16 * 1024 + 4 * 4096);
+        assert_eq!(t.get(&key(7)).await.unwrap().unwrap(), vec![4u8; 100]);
+    });
+}
