@@ -308,6 +308,23 @@ impl<S: PageStore> Shared<S> {
         }
         let node = Rc::new(Node::from_view(&view, self.page, &long_keys, id)?);
         let mut st = self.st.borrow_mut();
+        // References past the end of the tree are corruption of this page, not an I/O error
+        // later on some other page.
+        let hw = st.hw;
+        let beyond =
+            |first: u64, len: usize| first.saturating_add(page::pages_for(len, self.page)) > hw;
+        let bad_ref = node.kids.iter().any(|&k| k >= hw)
+            || (0..node.len()).any(|i| {
+                node.overflow_first(i)
+                    .is_some_and(|f| beyond(f, node.ents[i].vlen as usize))
+            })
+            || runs.iter().any(|&(f, n)| f.saturating_add(n) > hw);
+        if bad_ref {
+            return Err(Error::CorruptPage {
+                page_id: id,
+                reason: "page refers past the end of the tree",
+            });
+        }
         // Only a page the writer still references may gain its runs here: a pending page's
         // runs were freed with it already.
         if !runs.is_empty() && !st.pending_ids.contains(&id) {
