@@ -12,24 +12,60 @@ fn short_key(i: u16) -> Vec<u8> {
     format!("k{i:05}").into_bytes()
 }
 
-/// Found by `tests/model.rs`: with a sliced checkpoint in flight, the writer freed a
-/// captured node before the checkpoint had written it; the checkpoint then gave the node its
-/// long-key runs, which nobody freed and the next checkpoint's freelist left out (leaked).
+fn model_key(i: u16) -> Vec<u8> {
+    if i % 41 == 0 {
+        long_key(i)
+    } else {
+        short_key(i)
+    }
+}
+
+/// `tests/model.rs`'s values: a multiple of 37 gives an overflow value.
+fn value(i: u16, len: u16, salt: u8) -> Vec<u8> {
+    let len = if len % 37 == 0 {
+        3000 + (len as usize % 1000) * 20
+    } else {
+        len as usize % 300
+    };
+    (0..len)
+        .map(|j| {
+            (j as u8)
+                .wrapping_mul(31)
+                .wrapping_add(salt)
+                .wrapping_add(i as u8)
+        })
+        .collect()
+}
+
+/// Found by `tests/model.rs` (its shrunk case, replayed here): with a sliced checkpoint in
+/// flight, the writer freed a captured node before the checkpoint had written it; the
+/// checkpoint then gave the node its long-key runs, which nobody accounted for (a leak that
+/// the page accounting check reported as "page is in 0 of ...").
 #[test]
 fn long_key_runs_of_a_node_freed_before_its_checkpoint_wrote_it_are_not_lost() {
     block_on(async {
         let store = SimStore::new(4096, 0);
         let mut t = Tree::open(store.clone(), Config::test_min()).await.unwrap();
-        t.put(&short_key(1), &[1; 40]).await.unwrap();
+        let mut b = WriteBatch::new();
+        b.put(&model_key(123), &value(123, 0, 7));
+        t.apply(&b).await.unwrap();
         t.checkpoint().await.unwrap();
-        t.put(&long_key(0), &[2; 33]).await.unwrap();
-        t.put(&short_key(2), &[3; 100]).await.unwrap();
+        t.put(&model_key(0), &value(0, 333, 0)).await.unwrap();
+        let mut c = t
+            .range::<std::ops::RangeFull>(.., Direction::Reverse)
+            .await
+            .unwrap();
+        while c.next().await.unwrap().is_some() {}
+        drop(c);
+        t.put(&model_key(1), &value(1, 743, 55)).await.unwrap();
         // One page per step: the leaf with the long key is still unwritten…
         let _ = t.checkpoint_step(1).await.unwrap();
         // …when the writer copies it away.
-        let mut b = WriteBatch::new();
-        b.delete(&long_key(0));
-        t.apply(&b).await.unwrap();
+        t.put(&model_key(159), &value(159, 48058, 52))
+            .await
+            .unwrap();
+        let _ = t.checkpoint_step(3).await.unwrap();
+        t.check_invariants().await.unwrap();
         t.checkpoint().await.unwrap();
         t.check_invariants().await.unwrap();
         drop(t);
@@ -39,38 +75,53 @@ fn long_key_runs_of_a_node_freed_before_its_checkpoint_wrote_it_are_not_lost() {
     });
 }
 
-/// Found by `tests/model.rs`: a snapshot reader reloaded an evicted node the writer had
-/// already freed (pending), registering its long-key runs again although they had been
-/// freed with it: a double free in waiting.
+/// Found by `tests/model.rs` (its shrunk case, replayed here): a snapshot reader reloaded a
+/// node the writer had already freed (pending), registering its long-key runs again although
+/// they had been freed with it: a double free in waiting ("long-key page pending twice").
 #[test]
 fn reloading_a_pending_node_does_not_register_its_freed_runs_again() {
     block_on(async {
-        let config = Config {
-            cache_bytes_max: 4096,
-            ..Config::test_min()
-        };
-        let mut t = Tree::open(MemStore::new(4096), config).await.unwrap();
-        for i in [0u16, 41, 82, 123] {
-            t.put(&long_key(i), &[1; 10]).await.unwrap();
-        }
-        for i in 1..200u16 {
-            t.put(&short_key(i), &[2; 100]).await.unwrap();
-        }
+        let store = SimStore::new(4096, 0);
+        let mut t = Tree::open(store.clone(), Config::test_min()).await.unwrap();
+        t.put(&model_key(123), &value(123, 200, 0)).await.unwrap();
+        t.put(&model_key(101), &value(101, 43464, 0)).await.unwrap();
         t.checkpoint().await.unwrap();
-        let snap = t.snapshot();
-        for i in 1..200u16 {
-            t.put(&short_key(i), &[3; 100]).await.unwrap();
+        let mut b = WriteBatch::new();
+        b.put(&model_key(3), &value(3, 8520, 7));
+        b.put(&model_key(24), &value(24, 14617, 7));
+        b.put(&model_key(104), &value(104, 57461, 7));
+        t.apply(&b).await.unwrap();
+        t.checkpoint().await.unwrap();
+        t.put(&model_key(0), &value(0, 1, 0)).await.unwrap();
+        t.checkpoint().await.unwrap();
+        let mut b = WriteBatch::new();
+        b.delete(&model_key(0));
+        t.apply(&b).await.unwrap();
+        t.checkpoint().await.unwrap();
+        let s1 = t.snapshot();
+        for _ in 0..6 {
+            t.put(&model_key(0), &value(0, 0, 0)).await.unwrap();
         }
-        t.put(&long_key(0), &[4; 10]).await.unwrap();
-        // Reads through the snapshot reload pending nodes that hold long keys.
-        let mut c = snap
+        let mut b = WriteBatch::new();
+        b.put(&model_key(0), &value(0, 0, 7));
+        b.put(&model_key(3), &value(3, 17205, 7));
+        b.delete(&model_key(1));
+        t.apply(&b).await.unwrap();
+        t.checkpoint().await.unwrap();
+        t.put(&model_key(1), &value(1, 0, 0)).await.unwrap();
+        let s2 = t.snapshot();
+        let mut b = WriteBatch::new();
+        b.put(&model_key(0), &value(0, 32856, 7));
+        t.apply(&b).await.unwrap();
+        // Reading through the old snapshot reloads pending nodes that hold long keys.
+        let mut c = s1
             .range::<std::ops::RangeFull>(.., Direction::Forward)
             .await
             .unwrap();
         while c.next().await.unwrap().is_some() {}
-        t.check_invariants().await.unwrap();
         drop(c);
-        drop(snap);
+        t.check_invariants().await.unwrap();
+        drop((s1, s2));
         t.checkpoint().await.unwrap();
         t.check_invariants().await.unwrap();
     });
