@@ -129,7 +129,8 @@ fn reloading_a_pending_node_does_not_register_its_freed_runs_again() {
 
 /// Found by a hang in `tests/basic.rs`: a get that missed the cache loaded the node, the
 /// cache evicted it at once (its budget was smaller than the node), and the get looked it up
-/// again, forever.
+/// again, forever. (The fix predates the first commit, so this test was not run against the
+/// broken code; the other tests here were, and fail without their fixes.)
 #[test]
 fn a_get_terminates_when_the_cache_is_smaller_than_a_node() {
     block_on(async {
