@@ -279,6 +279,20 @@ impl<S: PageStore> Shared<S> {
         self.load_node(id).await
     }
 
+    /// Child `idx` of branch `parent`: through the parent's weak link when it is warm, else
+    /// from the cache or the store (and the link is set).
+    #[inline]
+    pub async fn child(&self, parent: &Rc<Node>, idx: usize) -> Result<Rc<Node>, Error> {
+        if let Some(c) = parent.kid_cache.get(idx) {
+            return Ok(c);
+        }
+        // On a miss, use the loaded node itself: the cache may evict it at once when the
+        // budget is small.
+        let c = self.node(parent.kids[idx]).await?;
+        parent.kid_cache.set(idx, &c, parent.kids.len());
+        Ok(c)
+    }
+
     pub async fn read_raw(&self, id: u64) -> Result<Vec<u8>, Error> {
         let mut buf = vec![0u8; self.page];
         self.store.read_page(id, &mut buf).await?;

@@ -1327,18 +1327,7 @@ async fn get_with<S: PageStore, R>(
             break node;
         }
         let idx = node.child_index(key);
-        if let Some(child) = node.kid_cache.get(idx) {
-            node = child;
-            continue;
-        }
-        let id = node.kids[idx];
-        let child = match sh.cached_node(id) {
-            Some(n) => n,
-            // A miss: load, and use the loaded node itself (the cache may evict it at once
-            // when the budget is small).
-            None => sh.node(id).await?,
-        };
-        node.kid_cache.set(idx, &child, node.kids.len());
+        let child = sh.child(&node, idx).await?;
         node = child;
     };
     match leaf.search(key) {
@@ -1470,11 +1459,10 @@ pub struct Cursor<S: PageStore> {
 impl<S: PageStore> Cursor<S> {
     async fn seek(&mut self) -> Result<(), Error> {
         let sh = self.snap.sh.clone();
-        let mut id = self.snap.root;
+        let mut node = sh.node(self.snap.root).await?;
         let fwd = self.dir == Direction::Forward;
         let bound = if fwd { &self.lo } else { &self.hi };
         loop {
-            let node = sh.node(id).await?;
             if node.leaf {
                 let n = node.len() as isize;
                 let pos = match (fwd, bound) {
@@ -1501,8 +1489,9 @@ impl<S: PageStore> Cursor<S> {
                 Bound::Unbounded => node.len() - 1,
                 Bound::Included(k) | Bound::Excluded(k) => node.child_index(k),
             };
-            id = node.kids[idx];
+            let child = sh.child(&node, idx).await?;
             self.stack.push((node, idx as isize));
+            node = child;
         }
     }
 
@@ -1558,20 +1547,20 @@ impl<S: PageStore> Cursor<S> {
                 let ni = *idx + step;
                 if ni >= 0 && (ni as usize) < node.len() {
                     *idx = ni;
-                    break node.kids[ni as usize];
+                    break (node.clone(), ni as usize);
                 }
                 self.stack.pop();
             };
-            let mut id = child;
+            let mut node = sh.child(&child.0, child.1).await?;
             loop {
-                let node = sh.node(id).await?;
                 let at = if fwd { 0 } else { node.len() as isize - 1 };
                 if node.leaf {
                     self.stack.push((node, at));
                     break;
                 }
-                id = node.kids[at as usize];
+                let next = sh.child(&node, at as usize).await?;
                 self.stack.push((node, at));
+                node = next;
             }
         }
     }

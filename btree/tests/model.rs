@@ -288,7 +288,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1500, max_shrink_iters: 2000, ..ProptestConfig::default() })]
     #[test]
     fn tree_matches_model_through_crashes(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..120)) {
         block_on(async {
