@@ -29,6 +29,13 @@ pub const CHECKPOINT_WRITES_IN_FLIGHT_DEFAULT: usize = 32;
 /// Consecutive pages a checkpoint writes with one `write_pages` call (a bulk load allocates
 /// mostly consecutive ids: one large write beats many small ones on every device).
 pub const CHECKPOINT_RUN_PAGES_MAX: usize = 64;
+/// A checkpoint that writes at most this many pages (a small commit) syncs once: its meta
+/// slot lists every page it wrote with its crc32, and open verifies them (see DESIGN.md).
+pub const SINGLE_SYNC_PAGES_MAX: usize = 64;
+/// Where the verify list starts in a meta slot, in bytes from the start of the page.
+pub const META_VERIFY_OFFSET_BYTES: usize = 96;
+/// Bytes per verify-list entry: page id u64, crc32 u32.
+pub const META_VERIFY_ENTRY_BYTES: usize = 12;
 /// Default page cache budget, in bytes.
 pub const CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
 /// Meta slots (pages 0 and 1), written alternately.
@@ -70,6 +77,10 @@ const _: () =
 // A freelist page holds at least one range.
 const _: () = assert!(
     PAGE_HEADER_BYTES + FREELIST_BODY_HEADER_BYTES + FREELIST_RANGE_BYTES <= PAGE_BYTES_MIN
+);
+// The longest verify list fits the smallest meta page.
+const _: () = assert!(
+    META_VERIFY_OFFSET_BYTES + SINGLE_SYNC_PAGES_MAX * META_VERIFY_ENTRY_BYTES <= PAGE_BYTES_MIN
 );
 // The meta slot body fits in the smallest page.
 const _: () = assert!(PAGE_HEADER_BYTES + 64 <= PAGE_BYTES_MIN);

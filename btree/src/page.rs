@@ -133,7 +133,7 @@ pub enum ValRef<'a> {
 }
 
 /// A meta slot's fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaSlot {
     /// The checkpoint's transaction number (the newer valid slot wins).
     pub txn: u64,
@@ -151,6 +151,9 @@ pub struct MetaSlot {
     pub freelist_head: u64,
     /// Freelist pages in the chain.
     pub freelist_pages: u64,
+    /// A single-sync checkpoint's pages (id, crc32): open accepts the slot only if every one
+    /// of them is on disk with that crc. Empty for a checkpoint that synced before its meta.
+    pub verify: Vec<(u64, u32)>,
 }
 
 /// A decoded page, borrowing the page's bytes.
@@ -199,7 +202,17 @@ pub fn decode(buf: &[u8], page_id: u64) -> Result<PageView<'_>, Error> {
                 item_count: rd_u64(buf, b + 32),
                 freelist_head: rd_u64(buf, b + 40),
                 freelist_pages: rd_u64(buf, b + 48),
+                verify: Vec::new(),
             };
+            let n = rd_u32(buf, b + 56) as usize;
+            if n > (page - META_VERIFY_OFFSET_BYTES) / META_VERIFY_ENTRY_BYTES {
+                return Err(bad("meta verify list too long"));
+            }
+            let mut m = m;
+            for i in 0..n {
+                let at = META_VERIFY_OFFSET_BYTES + i * META_VERIFY_ENTRY_BYTES;
+                m.verify.push((rd_u64(buf, at), rd_u32(buf, at + 8)));
+            }
             if m.page_size as usize != page {
                 return Err(bad("meta page size differs from the store's"));
             }
@@ -213,6 +226,12 @@ pub fn decode(buf: &[u8], page_id: u64) -> Result<PageView<'_>, Error> {
                 && (m.freelist_head < META_SLOT_COUNT || m.freelist_head >= m.high_water)
             {
                 return Err(bad("meta freelist head out of range"));
+            }
+            if m.verify
+                .iter()
+                .any(|&(id, _)| id < META_SLOT_COUNT || id >= m.high_water)
+            {
+                return Err(bad("meta verify list names a page out of range"));
             }
             Ok(PageView::Meta(m))
         }
@@ -414,6 +433,12 @@ pub fn encode_meta(buf: &mut [u8], slot_page: u64, m: &MetaSlot) {
     wr_u64(buf, b + 32, m.item_count);
     wr_u64(buf, b + 40, m.freelist_head);
     wr_u64(buf, b + 48, m.freelist_pages);
+    wr_u32(buf, b + 56, m.verify.len() as u32);
+    for (i, &(id, crc)) in m.verify.iter().enumerate() {
+        let at = META_VERIFY_OFFSET_BYTES + i * META_VERIFY_ENTRY_BYTES;
+        wr_u64(buf, at, id);
+        wr_u32(buf, at + 8, crc);
+    }
     seal(
         buf,
         Header {

@@ -121,6 +121,9 @@ struct Ckpt {
     freelist: Vec<u64>,
     pages_written: u64,
     phase: Phase,
+    /// Every page written, with its crc32 (for a single-sync meta slot).
+    written: Vec<(u64, u32)>,
+    single_sync: bool,
 }
 
 /// The writer's handle on a copy-on-write B+tree over a [`PageStore`].
@@ -215,10 +218,24 @@ impl<S: PageStore> Tree<S> {
                 Err(e) => return Err(e),
             }
         }
-        let best = match (metas[0], metas[1]) {
-            (Some(a), Some(b)) => Some(if a.txn >= b.txn { a } else { b }),
-            (a, b) => a.or(b),
-        };
+        // Newest first; a single-sync slot counts only if every page it wrote is on disk
+        // with the crc it lists (a crash before its one sync may have lost or torn some).
+        let mut cands: Vec<(usize, page::MetaSlot)> = metas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.clone().map(|m| (i, m)))
+            .collect();
+        cands.sort_by_key(|c| std::cmp::Reverse(c.1.txn));
+        let mut best = None;
+        for (slot, m) in cands {
+            match verify_written(&store, page, &m).await? {
+                None => {
+                    best = Some(m);
+                    break;
+                }
+                Some(reason) => why[slot] = reason,
+            }
+        }
         let st = State {
             cache: Default::default(),
             cache_bytes: 0,
@@ -317,6 +334,7 @@ impl<S: PageStore> Tree<S> {
             item_count: 0,
             freelist_head: NO_PAGE,
             freelist_pages: 0,
+            verify: Vec::new(),
         };
         page::encode_meta(&mut buf, 1, &meta);
         sh.store.write_page(1, &buf).await?;
@@ -871,6 +889,8 @@ impl<S: PageStore> Tree<S> {
             freelist: Vec::new(),
             pages_written: 0,
             phase: Phase::Data,
+            written: Vec::new(),
+            single_sync: false,
         });
     }
 
@@ -931,6 +951,7 @@ impl<S: PageStore> Tree<S> {
                             _ => bufs.push((*id, buf)),
                         }
                     }
+                    record_written(&mut ck.written, &bufs, page);
                     self.write_all(&bufs, window).await?;
                     ck.pages_written += bufs.iter().map(|b| (b.1.len() / page) as u64).sum::<u64>();
                     budget = budget.saturating_sub(end - ck.next);
@@ -978,13 +999,20 @@ impl<S: PageStore> Tree<S> {
                         page::encode_freelist(&mut buf, id, ck.txn, next, rs);
                         bufs.push((id, buf));
                     }
+                    record_written(&mut ck.written, &bufs, page);
+                    record_written(&mut ck.written, &bufs, page);
                     self.write_all(&bufs, window).await?;
                     ck.pages_written += bufs.len() as u64;
                     ck.freelist = pages;
                     ck.phase = Phase::SyncData;
                 }
                 Phase::SyncData => {
-                    self.sh.store.sync().await?;
+                    // A small checkpoint skips this sync: its meta slot lists every page it
+                    // wrote with its crc, and open verifies them before trusting the slot.
+                    ck.single_sync = ck.written.len() <= SINGLE_SYNC_PAGES_MAX;
+                    if !ck.single_sync {
+                        self.sh.store.sync().await?;
+                    }
                     ck.phase = Phase::Meta;
                 }
                 Phase::Meta => {
@@ -997,6 +1025,11 @@ impl<S: PageStore> Tree<S> {
                         item_count: ck.count,
                         freelist_head: ck.freelist.first().copied().unwrap_or(NO_PAGE),
                         freelist_pages: ck.freelist.len() as u64,
+                        verify: if ck.single_sync {
+                            ck.written.clone()
+                        } else {
+                            Vec::new()
+                        },
                     };
                     let slot = ck.txn % META_SLOT_COUNT;
                     let mut buf = vec![0u8; page];
@@ -1283,6 +1316,19 @@ impl<S: PageStore> Tree<S> {
     }
 }
 
+/// Notes each page of `bufs` (runs of consecutive pages) with its crc, while the list is
+/// still short enough to matter for a single-sync meta slot.
+fn record_written(written: &mut Vec<(u64, u32)>, bufs: &[(u64, Vec<u8>)], page: usize) {
+    for (first, b) in bufs {
+        for (k, p) in b.chunks(page).enumerate() {
+            if written.len() > SINGLE_SYNC_PAGES_MAX {
+                return;
+            }
+            written.push((first + k as u64, page::rd_u32(p, 0)));
+        }
+    }
+}
+
 fn to_ranges(set: &BTreeSet<u64>) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for &id in set {
@@ -1292,6 +1338,25 @@ fn to_ranges(set: &BTreeSet<u64>) -> Vec<(u64, u64)> {
         }
     }
     out
+}
+
+/// Checks a single-sync meta slot's pages: None if all are there, else why not.
+async fn verify_written<S: PageStore>(
+    store: &S,
+    page: usize,
+    m: &page::MetaSlot,
+) -> Result<Option<&'static str>, Error> {
+    let mut buf = vec![0u8; page];
+    for &(id, crc) in &m.verify {
+        if id >= store.page_count() {
+            return Ok(Some("a page of its single-sync checkpoint is missing"));
+        }
+        store.read_page(id, &mut buf).await?;
+        if page::open_header(&buf, id).is_err() || page::rd_u32(&buf, 0) != crc {
+            return Ok(Some("a page of its single-sync checkpoint is not on disk"));
+        }
+    }
+    Ok(None)
 }
 
 fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), Error> {
