@@ -124,6 +124,11 @@ struct Ckpt {
     /// Every page written, with its crc32 (for a single-sync meta slot).
     written: Vec<(u64, u32)>,
     single_sync: bool,
+    /// Small checkpoint: hold the page writes back and issue them with the meta slot.
+    defer: bool,
+    deferred: Vec<(u64, Vec<u8>)>,
+    /// `writes[..unpinned]` are written and may be evicted.
+    unpinned: std::cell::Cell<usize>,
 }
 
 /// The writer's handle on a copy-on-write B+tree over a [`PageStore`].
@@ -865,6 +870,7 @@ impl<S: PageStore> Tree<S> {
         }
         // Writing in id order helps the device and keeps the file's tail clear.
         writes.sort_unstable_by_key(|w| w.0);
+        let writes_len = writes.len();
         let mut captured: Vec<u64> = st.free.iter().copied().collect();
         captured.extend(st.pending.iter().map(|p| p.id));
         // Long-key runs a checkpoint gave a node after the writer had freed it are pending
@@ -891,6 +897,10 @@ impl<S: PageStore> Tree<S> {
             phase: Phase::Data,
             written: Vec::new(),
             single_sync: false,
+            // Room for the freelist pages and a long key or two.
+            defer: writes_len + 8 <= SINGLE_SYNC_PAGES_MAX,
+            deferred: Vec::new(),
+            unpinned: std::cell::Cell::new(0),
         });
     }
 
@@ -952,24 +962,15 @@ impl<S: PageStore> Tree<S> {
                         }
                     }
                     record_written(&mut ck.written, &bufs, page);
-                    self.write_all(&bufs, window).await?;
                     ck.pages_written += bufs.iter().map(|b| (b.1.len() / page) as u64).sum::<u64>();
                     budget = budget.saturating_sub(end - ck.next);
-                    let mut st = self.sh.st.borrow_mut();
-                    let st = &mut *st;
-                    for (id, cached) in &ck.writes[ck.next..end] {
-                        if let Some(slot) = st.cache.get_mut(id) {
-                            let same = match (&slot.page, cached) {
-                                (Cached::Node(a), Cached::Node(b)) => Rc::ptr_eq(a, b),
-                                (Cached::Ovf(a), Cached::Ovf(b)) => Rc::ptr_eq(a, b),
-                                _ => false,
-                            };
-                            if same && !st.dirty.contains(id) {
-                                slot.pinned = false;
-                            }
-                        }
-                    }
                     ck.next = end;
+                    if ck.defer {
+                        ck.deferred.extend(bufs);
+                    } else {
+                        self.write_all(&bufs, window).await?;
+                        self.unpin_written(ck);
+                    }
                 }
                 Phase::Freelist => {
                     let ranges_per = page::freelist_ranges_per_page(page);
@@ -1000,10 +1001,13 @@ impl<S: PageStore> Tree<S> {
                         bufs.push((id, buf));
                     }
                     record_written(&mut ck.written, &bufs, page);
-                    record_written(&mut ck.written, &bufs, page);
-                    self.write_all(&bufs, window).await?;
                     ck.pages_written += bufs.len() as u64;
                     ck.freelist = pages;
+                    if ck.defer {
+                        ck.deferred.extend(bufs);
+                    } else {
+                        self.write_all(&bufs, window).await?;
+                    }
                     ck.phase = Phase::SyncData;
                 }
                 Phase::SyncData => {
@@ -1011,6 +1015,11 @@ impl<S: PageStore> Tree<S> {
                     // wrote with its crc, and open verifies them before trusting the slot.
                     ck.single_sync = ck.written.len() <= SINGLE_SYNC_PAGES_MAX;
                     if !ck.single_sync {
+                        if !ck.deferred.is_empty() {
+                            let bufs = std::mem::take(&mut ck.deferred);
+                            self.write_all(&bufs, window).await?;
+                            self.unpin_written(ck);
+                        }
                         self.sh.store.sync().await?;
                     }
                     ck.phase = Phase::Meta;
@@ -1034,8 +1043,18 @@ impl<S: PageStore> Tree<S> {
                     let slot = ck.txn % META_SLOT_COUNT;
                     let mut buf = vec![0u8; page];
                     page::encode_meta(&mut buf, slot, &meta);
-                    self.sh.store.write_page(slot, &buf).await?;
                     ck.pages_written += 1;
+                    if ck.single_sync {
+                        // Pages and meta slot in one wave: the one sync after it orders
+                        // nothing among them, and open checks the list.
+                        let mut bufs = std::mem::take(&mut ck.deferred);
+                        bufs.push((slot, buf));
+                        let n = bufs.len();
+                        self.write_all(&bufs, n).await?;
+                        self.unpin_written(ck);
+                    } else {
+                        self.sh.store.write_page(slot, &buf).await?;
+                    }
                     ck.phase = Phase::SyncMeta;
                 }
                 Phase::SyncMeta => {
@@ -1044,6 +1063,25 @@ impl<S: PageStore> Tree<S> {
                 }
             }
         }
+    }
+
+    /// Lets the cache evict the captured pages written so far (`ck.writes[..ck.next]`).
+    fn unpin_written(&self, ck: &Ckpt) {
+        let mut st = self.sh.st.borrow_mut();
+        let st = &mut *st;
+        for (id, cached) in &ck.writes[ck.unpinned.get()..ck.next] {
+            if let Some(slot) = st.cache.get_mut(id) {
+                let same = match (&slot.page, cached) {
+                    (Cached::Node(a), Cached::Node(b)) => Rc::ptr_eq(a, b),
+                    (Cached::Ovf(a), Cached::Ovf(b)) => Rc::ptr_eq(a, b),
+                    _ => false,
+                };
+                if same && !st.dirty.contains(id) {
+                    slot.pinned = false;
+                }
+            }
+        }
+        ck.unpinned.set(ck.next);
     }
 
     /// Writes runs of pages, at most `window` writes in flight at once.
