@@ -3,7 +3,8 @@
 //!
 //! Writes are plain DMA writes (several may be in flight: the tree's checkpoint issues a
 //! window of them); durability comes from `sync` (fdatasync), which the checkpoint calls
-//! twice, around its meta-slot write. The file is not opened O_DSYNC on purpose: a
+//! twice around its meta-slot write, or once after a small checkpoint's pages and meta slot
+//! (whose verify list lets open tell whether they all landed). The file is not opened O_DSYNC on purpose: a
 //! checkpoint writes many pages and syncs once, which beats a flush per page.
 
 use std::cell::Cell;
