@@ -2,10 +2,11 @@
 //! io_uring, one file per tree, pages at `page_id * page_size`.
 //!
 //! Writes are plain DMA writes (several may be in flight: the tree's checkpoint issues a
-//! window of them); durability comes from `sync` (fdatasync), which the checkpoint calls
-//! twice around its meta-slot write, or once after a small checkpoint's pages and meta slot
-//! (whose verify list lets open tell whether they all landed). The file is not opened O_DSYNC on purpose: a
-//! checkpoint writes many pages and syncs once, which beats a flush per page.
+//! window of them, consecutive pages as one write); durability comes from `sync`
+//! (fdatasync), which the checkpoint calls twice around its meta-slot write, or once after a
+//! small checkpoint's pages and meta slot (whose verify list lets open tell whether they all
+//! landed). The file is not opened O_DSYNC on purpose: a checkpoint writes many pages and
+//! syncs once or twice, which beats a flush per page.
 
 use std::cell::Cell;
 use std::io;
