@@ -5,8 +5,9 @@
 //! that are never overwritten while anything can still see them: one writer (the owning
 //! core) changes the tree while any number of readers on the same core read snapshots of
 //! it. A checkpoint writes the pages changed since the last one to free places, syncs, then
-//! flips one of two meta slots and syncs again, so a crash at any instant leaves the newest
-//! completed checkpoint intact. Freed pages are reused as soon as no snapshot and no
+//! flips one of two meta slots and syncs again (a small one writes pages and slot together
+//! and syncs once, the slot listing the crc of every page it wrote, which open checks), so a
+//! crash at any instant leaves the newest completed checkpoint intact. Freed pages are reused as soon as no snapshot and no
 //! durable checkpoint can see them, so a steady overwrite load keeps the file's size
 //! steady. A page cache with a byte budget keeps hot pages in memory; the rest are read on
 //! demand. The layout on disk and the crash analysis are in `DESIGN.md` next to this crate.
