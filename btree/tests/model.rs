@@ -54,6 +54,8 @@ enum Op {
     CheckpointStep(u8),
     Crash,
     FaultInCheckpoint(u8),
+    /// Give space back (relocates pages, checkpoints, truncates).
+    Shrink,
     /// Many puts at once (start key, count, value length), to grow the tree deep.
     Fill(u16, u16, u16),
 }
@@ -75,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Crash),
         2 => any::<u8>().prop_map(Op::FaultInCheckpoint),
         1 => (0u16..2000, 0u16..400, any::<u16>()).prop_map(|(k, n, l)| Op::Fill(k, n, l)),
+        1 => Just(Op::Shrink),
     ]
 }
 
@@ -255,6 +258,11 @@ impl World {
                     self.t().put(&key(k), &v).await.unwrap();
                     self.model.insert(key(k), v);
                 }
+            }
+            Op::Shrink => {
+                self.t().shrink().await.unwrap();
+                self.durable = self.model.clone();
+                self.in_flight = None;
             }
             Op::Crash => self.crash_and_reopen(Vec::new()).await,
             Op::FaultInCheckpoint(n) => {
