@@ -417,24 +417,14 @@ impl<S: PageStore> Tree<S> {
 
     /// The smallest item.
     pub async fn first(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
-        self.range::<(Bound<&[u8]>, Bound<&[u8]>)>(
-            (Bound::Unbounded, Bound::Unbounded),
-            Direction::Forward,
-        )
-        .await?
-        .next()
-        .await
+        self.live()?;
+        self.snapshot().first().await
     }
 
     /// The largest item.
     pub async fn last(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
-        self.range::<(Bound<&[u8]>, Bound<&[u8]>)>(
-            (Bound::Unbounded, Bound::Unbounded),
-            Direction::Reverse,
-        )
-        .await?
-        .next()
-        .await
+        self.live()?;
+        self.snapshot().last().await
     }
 
     /// A read-only view of the tree exactly as it is now, valid however long it lives.
