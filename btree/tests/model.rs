@@ -12,33 +12,8 @@ use std::ops::Bound;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-fn key(i: u16) -> Vec<u8> {
-    if i % 41 == 0 {
-        // Long keys (over the inline limit of 4 KiB pages) sharing a long prefix, so that
-        // long keys and long separators both occur.
-        let mut k = vec![b'L'; 1100];
-        k.extend_from_slice(format!("{i:05}").as_bytes());
-        k
-    } else {
-        format!("k{i:05}").into_bytes()
-    }
-}
-
-fn value(i: u16, len: u16, salt: u8) -> Vec<u8> {
-    let len = if len % 37 == 0 {
-        3000 + (len as usize % 1000) * 20
-    } else {
-        len as usize % 300
-    };
-    (0..len)
-        .map(|j| {
-            (j as u8)
-                .wrapping_mul(31)
-                .wrapping_add(salt)
-                .wrapping_add(i as u8)
-        })
-        .collect()
-}
+mod common;
+use common::{model_key as key, value};
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -2,40 +2,8 @@
 
 use btree::{block_on, Config, Direction, MemStore, SimStore, Tree, WriteBatch};
 
-fn long_key(i: u16) -> Vec<u8> {
-    let mut k = vec![b'L'; 1100];
-    k.extend_from_slice(format!("{i:05}").as_bytes());
-    k
-}
-
-fn short_key(i: u16) -> Vec<u8> {
-    format!("k{i:05}").into_bytes()
-}
-
-fn model_key(i: u16) -> Vec<u8> {
-    if i % 41 == 0 {
-        long_key(i)
-    } else {
-        short_key(i)
-    }
-}
-
-/// `tests/model.rs`'s values: a multiple of 37 gives an overflow value.
-fn value(i: u16, len: u16, salt: u8) -> Vec<u8> {
-    let len = if len % 37 == 0 {
-        3000 + (len as usize % 1000) * 20
-    } else {
-        len as usize % 300
-    };
-    (0..len)
-        .map(|j| {
-            (j as u8)
-                .wrapping_mul(31)
-                .wrapping_add(salt)
-                .wrapping_add(i as u8)
-        })
-        .collect()
-}
+mod common;
+use common::{model_key, short_key, value};
 
 /// Found by `tests/model.rs` (its shrunk case, replayed here): with a sliced checkpoint in
 /// flight, the writer freed a captured node before the checkpoint had written it; the
