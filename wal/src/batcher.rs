@@ -525,6 +525,14 @@ impl Batcher {
         self.next_lsn
     }
 
+    /// Fails the log for good from outside (the host lost the means to drive it): appends
+    /// and waits get `reason` instead of waiting for a write that will never come.
+    pub fn fail(&mut self, reason: String) {
+        if self.failed.is_none() {
+            self.failed = Some(WalError::Failed { reason });
+        }
+    }
+
     /// The error that failed the log, if it has failed.
     pub fn failed(&self) -> Option<&WalError> {
         self.failed.as_ref()

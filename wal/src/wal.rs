@@ -436,12 +436,17 @@ impl<D: BlockDevice> Wal<D> {
     /// The flusher: submits batches, allocates, retires and removes segment files, and
     /// resolves appends as their writes complete. The host spawns it once, on the same core,
     /// and keeps it running; it returns after [`Wal::close`] once everything is durable, or
-    /// with the error that failed the log.
+    /// with the error that failed the log. Dropping it before then fails the log: waiting
+    /// appenders get [`WalError::Failed`] instead of waiting for ever.
     pub async fn run(&self) -> Result<(), WalError> {
         type Io<'a> = Pin<Box<dyn Future<Output = (IoId, Result<(), String>)> + 'a>>;
         let mut ios: Vec<Io<'_>> = Vec::new();
         let device = &self.device;
-        poll_fn(|cx| loop {
+        let mut gone = FlusherGone {
+            wal: self,
+            armed: true,
+        };
+        let result = poll_fn(|cx| loop {
             let mut progressed = false;
             let mut i = 0;
             while i < ios.len() {
@@ -478,12 +483,38 @@ impl<D: BlockDevice> Wal<D> {
                 return Poll::Pending;
             }
         })
-        .await
+        .await;
+        gone.armed = false;
+        result
     }
 
     /// The configuration the log was opened with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+}
+
+/// Fails the log when [`Wal::run`] is dropped before it finished: without a flusher no
+/// write completes, so every waiting appender would otherwise hang for ever. (Found in
+/// review: a host that drops the flusher's task on shutdown left appenders pending.)
+struct FlusherGone<'a, D: BlockDevice> {
+    wal: &'a Wal<D>,
+    armed: bool,
+}
+
+impl<D: BlockDevice> Drop for FlusherGone<'_, D> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // A drop while the flusher itself holds the borrow cannot happen (it holds it only
+        // inside a poll); try_borrow_mut keeps a drop during a panic from panicking again.
+        if let Ok(mut inner) = self.wal.inner.try_borrow_mut() {
+            inner
+                .batcher
+                .fail("the flusher (Wal::run) was dropped before it finished".into());
+            inner.wake_durable();
+        }
     }
 }
 

@@ -390,3 +390,45 @@ fn a_new_batch_header_over_an_earlier_lifes_records_is_rejected() {
     let recovered = recover(&[(1, &file)], &mut |_| got += 1).expect("a torn tail, cut");
     assert_eq!((got, recovered.next_lsn), (0, 10));
 }
+
+/// Found in review (the flusher's doc said appenders would hang): a host that drops the
+/// flusher's task while an append waits must see the append fail, not wait for ever.
+#[test]
+fn appenders_fail_instead_of_hanging_when_the_flusher_is_dropped() {
+    let device = wal::SimDevice::new(11);
+    let (wal, _) = wal::sim::block_on(Some(&device), {
+        let device = device.clone();
+        async move { Wal::open_seeded(device, Config::test_min(), 3).await }
+    })
+    .expect("open");
+    let wal = Rc::new(wal);
+    let flusher = LocalExecutor::new();
+    flusher.spawn({
+        let wal = wal.clone();
+        async move {
+            let _ = wal.run().await;
+        }
+    });
+    let appenders = LocalExecutor::new();
+    let outcome = Rc::new(RefCell::new(None));
+    appenders.spawn({
+        let (wal, outcome) = (wal.clone(), outcome.clone());
+        async move {
+            *outcome.borrow_mut() = Some(wal.append(1, 0, 0, b"x").await);
+        }
+    });
+    appenders.run_until_stalled();
+    flusher.run_until_stalled();
+    assert!(
+        device.in_flight() > 0,
+        "the batch is written but not yet durable"
+    );
+    assert!(outcome.borrow().is_none(), "the append waits for its write");
+    flusher.clear(); // the host drops the flusher's task
+    assert_eq!(appenders.run_until_stalled(), 0, "the appender finished");
+    let outcome = outcome.borrow_mut().take();
+    match outcome {
+        Some(Err(WalError::Failed { reason })) => assert!(reason.contains("flusher")),
+        other => panic!("expected a failed append, got {other:?}"),
+    }
+}
