@@ -101,7 +101,7 @@ impl BlockDevice for DmaBlockDevice {
             offset += len as u64;
         }
         f.fdatasync().await?; // the size change, for file systems that need it
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         self.files.borrow_mut().insert(file, Rc::new(f));
         Ok(())
     }
@@ -139,6 +139,6 @@ impl BlockDevice for DmaBlockDevice {
             }
         }
         glommio::io::remove(self.path(file)).await?;
-        sync_dir(&self.dir)
+        sync_dir(&self.dir).await
     }
 }

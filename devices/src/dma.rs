@@ -76,6 +76,13 @@ pub async fn open_dsync(path: &Path, create: bool) -> io::Result<DmaFile> {
 }
 
 /// Makes a directory's entries durable (after creating, renaming or removing a file in it).
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+///
+/// Through glommio's ring, not `std::fs::File::sync_all`: a blocking directory sync holds
+/// the whole core (every partition on it) for the milliseconds a flush takes, and segment
+/// files are created and removed while the log serves appends.
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let directory = glommio::io::Directory::open(dir).await?;
+    directory.sync().await?;
+    directory.close().await?;
+    Ok(())
 }

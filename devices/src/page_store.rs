@@ -59,7 +59,7 @@ impl DmaPageStore {
             .await?;
         if !existed {
             // The new file's directory entry must survive a crash too.
-            crate::dma::sync_dir(&dir)?;
+            crate::dma::sync_dir(&dir).await?;
         }
         let len = file.file_size().await?;
         Ok(DmaPageStore {
