@@ -249,3 +249,32 @@ fn many_writes_beyond_the_budget_before_a_checkpoint_stay_linear() {
         assert_eq!(t.get(&key(7)).await.unwrap().unwrap(), vec![4u8; 100]);
     });
 }
+
+/// Pins a coupling found in review of the open path: open recreates a store of at most three
+/// pages with no valid meta slot (an interrupted create: two slots and an empty root). That is
+/// safe only while a tree that has held items never comes back to three pages; if `shrink`
+/// ever gets there, rotten meta slots would silently become a new, empty tree, and this test
+/// fails first.
+#[test]
+fn a_shrunk_small_tree_whose_meta_slots_rot_is_an_error_not_a_new_empty_tree() {
+    block_on(async {
+        let config = Config::test_min();
+        let store = SimStore::new(config.page_size_bytes, 5);
+        let mut t = Tree::open(store.clone(), config.clone()).await.unwrap();
+        for i in 0..3u32 {
+            t.put(&key(i), &[4u8; 20]).await.unwrap();
+            t.checkpoint().await.unwrap();
+            t.shrink().await.unwrap();
+        }
+        t.delete(&key(0)).await.unwrap();
+        t.checkpoint().await.unwrap();
+        t.shrink().await.unwrap();
+        drop(t);
+        store.corrupt_byte(0, 40, 1);
+        store.corrupt_byte(1, 40, 1);
+        assert!(matches!(
+            Tree::open(store.clone(), config.clone()).await.err(),
+            Some(Error::NoValidMeta { .. })
+        ));
+    });
+}
