@@ -432,3 +432,37 @@ fn appenders_fail_instead_of_hanging_when_the_flusher_is_dropped() {
         other => panic!("expected a failed append, got {other:?}"),
     }
 }
+
+/// Issue 3's limit at the default configuration: a payload of exactly 1 MiB is appended,
+/// recovered and read back whole; one byte more is refused, naming both sizes.
+#[test]
+fn a_payload_of_exactly_the_limit_round_trips_and_one_byte_more_is_refused() {
+    let max = wal::limits::RECORD_PAYLOAD_BYTES_MAX;
+    let config = Config::default();
+    let device = MemDevice::new();
+    let big: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+    appended_with(&device, config.clone(), &[(4, 1, big.clone())]);
+    let got = wal::sim::block_on(None, {
+        let (device, config) = (device.clone(), config.clone());
+        async move {
+            let (wal, _) = Wal::open_seeded(device, config, 9).await?;
+            let records = wal.read(4, 1, 2).await?;
+            let over = wal.enqueue(4, 2, 0, &vec![0; max + 1]).await;
+            Ok::<_, WalError>((records, over))
+        }
+    })
+    .expect("reopens and reads");
+    let (records, over) = got;
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0].payload[..] == big[..],
+        "the 1 MiB payload came back whole"
+    );
+    assert_eq!(
+        over,
+        Err(WalError::RecordTooLarge {
+            payload_bytes: max + 1,
+            max_bytes: max
+        })
+    );
+}
