@@ -7,20 +7,6 @@ use std::path::Path;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-/// `O_DSYNC` on Linux for x86_64, aarch64 and riscv64 (`asm-generic/fcntl.h`): every write
-/// on the descriptor returns only once durable, which here beats write + fdatasync by about
-/// 20 µs. The value is spelled out because `devices` may not depend on `libc` directly;
-/// other architectures (alpha, mips, sparc, parisc) use other values and are refused below.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64"
-    )
-))]
-pub const O_DSYNC: i32 = 0o10000;
-
 /// The name of the small file [`prime_device`] leaves in a data directory.
 pub const PRIME_FILE_NAME: &str = ".glommio-prime";
 
@@ -64,13 +50,14 @@ pub async fn prime_device(dir: &Path) -> io::Result<()> {
 }
 
 /// Opens `path` for DMA reads and writes where every write is durable on return (O_DSYNC),
-/// creating it if asked. Read-write, never `DmaFile::create` (write-only: reads would fail).
+/// creating it if asked. O_DSYNC writes beat write + fdatasync by about 20 µs here
+/// (`../shared/GLOMMIO-NOTES.md`); glommio keeps the flag when it adds O_DIRECT. Read-write, never `DmaFile::create` (write-only: reads would fail).
 pub async fn open_dsync(path: &Path, create: bool) -> io::Result<DmaFile> {
     Ok(OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
-        .custom_flags(O_DSYNC)
+        .custom_flags(libc::O_DSYNC)
         .dma_open(path)
         .await?)
 }

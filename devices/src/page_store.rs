@@ -120,23 +120,7 @@ impl PageStore for DmaPageStore {
                 page_size: self.page_size,
             });
         }
-        let mut dma = self.file.alloc_dma_buffer(self.page_size);
-        dma.as_bytes_mut().copy_from_slice(buf);
-        let pos = page_id * self.page_size as u64;
-        let n = self
-            .file
-            .write_at(dma, pos)
-            .await
-            .map_err(|e| io_err("write", Some(page_id), e))?;
-        if n != self.page_size {
-            return Err(io_err(
-                "write",
-                Some(page_id),
-                format!("short write: {n} bytes"),
-            ));
-        }
-        self.pages.set(self.pages.get().max(page_id + 1));
-        Ok(())
+        self.write_pages(page_id, buf).await
     }
 
     async fn write_pages(&self, first_page_id: u64, buf: &[u8]) -> Result<(), StoreError> {

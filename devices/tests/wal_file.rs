@@ -6,17 +6,9 @@
 use std::rc::Rc;
 
 use devices::block_device::DmaBlockDevice;
-use glommio::{LocalExecutorBuilder, Placement};
+mod common;
+use common::on_executor;
 use wal::{BlockDevice, Config, Wal};
-
-fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(move || async move { f().await })
-        .expect("executor starts")
-        .join()
-        .expect("executor finishes")
-}
 
 /// Small segments so that the test wraps around and recycles on a real disk quickly.
 fn config() -> Config {

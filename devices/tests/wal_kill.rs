@@ -10,7 +10,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use devices::block_device::DmaBlockDevice;
-use glommio::{LocalExecutorBuilder, Placement};
+mod common;
+use common::on_executor;
 use wal::{Config, Wal};
 
 const CHILD_DIR_ENV: &str = "WAL_KILL_CHILD_DIR";
@@ -33,15 +34,6 @@ fn payload(stream: u64, index: u64, round: u64) -> Vec<u8> {
     let mut p = format!("{stream}/{index}/{round}/").into_bytes();
     p.resize(64 + (index as usize * 31) % 900, round as u8);
     p
-}
-
-fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(move || async move { f().await })
-        .expect("executor starts")
-        .join()
-        .expect("executor finishes")
 }
 
 /// The child: recover, then append forever from `WRITERS` tasks, printing each ack.
