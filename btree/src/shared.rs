@@ -76,6 +76,8 @@ pub(crate) struct State {
     pub reclaim_due: bool,
     /// No eviction pass until the cache holds this many bytes (see `evict`).
     pub evict_skip_until: usize,
+    /// Eviction passes over the whole cache since open (each costs a scan of every page).
+    pub evict_scans: u64,
     /// Pages the next checkpoint must write.
     pub dirty: IdSet,
     /// Long-key overflow runs (first page, pages) of each node page as written on disk.
@@ -223,6 +225,7 @@ impl State {
         if self.cache_bytes <= budget || self.cache_bytes < self.evict_skip_until {
             return;
         }
+        self.evict_scans += 1;
         let target = budget / 8 * 7;
         for pass in 0..2 {
             let mut bytes = self.cache_bytes;

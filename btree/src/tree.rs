@@ -251,6 +251,7 @@ impl<S: PageStore> Tree<S> {
             live: BTreeMap::from([(0, 1)]),
             reclaim_due: false,
             evict_skip_until: 0,
+            evict_scans: 0,
             dirty: Default::default(),
             long_runs: Default::default(),
             gen: 1,
@@ -388,6 +389,12 @@ impl<S: PageStore> Tree<S> {
     /// Bytes the page cache holds now.
     pub fn cache_bytes(&self) -> u64 {
         self.sh.st.borrow().cache_bytes as u64
+    }
+
+    /// Eviction passes over the whole page cache since open: each scans every cached page,
+    /// so this should grow far more slowly than writes do (a metric for the node to export).
+    pub fn cache_eviction_scans(&self) -> u64 {
+        self.sh.st.borrow().evict_scans
     }
 
     fn live(&self) -> Result<(), Error> {
