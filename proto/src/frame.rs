@@ -321,3 +321,39 @@ pub fn decode_response(frame: &Frame) -> Result<Response, Error> {
     rkyv::deserialize::<Response, BoxedError>(archived)
         .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
 }
+
+/// Feeds arbitrary bytes through the whole decoding path, as a connection would: split into
+/// frames, then decode each as a request and as a response. It must return errors, never
+/// panic. Shared by the cargo-fuzz target and its proptest twin.
+pub fn fuzz_one(data: &[u8]) {
+    let mut reader = FrameReader::new();
+    // Push in two pieces so that partial frames are exercised too.
+    let cut = data.first().map_or(0, |b| *b as usize % (data.len() + 1));
+    reader.push(&data[..cut]);
+    let mut frames = Vec::new();
+    loop {
+        match reader.next_frame() {
+            Ok(Some(f)) => frames.push(f),
+            Ok(None) if cut < data.len() && reader.buffered_bytes() <= data.len() => {
+                reader.push(&data[cut..]);
+                while let Ok(Some(f)) = reader.next_frame() {
+                    frames.push(f);
+                }
+                break;
+            }
+            _ => break,
+        }
+    }
+    for frame in &frames {
+        if let Ok(request) = decode_request(frame) {
+            // Whatever decodes must validate without panicking and encode back.
+            let _ = crate::validate(&request);
+            let again = encode_request(frame.header.request_id, &request, 0);
+            let mut r = FrameReader::new();
+            r.push(&again);
+            let f = r.next_frame().expect("own frame").expect("whole frame");
+            assert_eq!(decode_request(&f).expect("own request"), request);
+        }
+        let _ = decode_response(frame);
+    }
+}
