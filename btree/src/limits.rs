@@ -5,8 +5,12 @@
 
 /// Longest key, in bytes (DynamoDB: 2 KiB partition key + 1 KiB sort key + a hash, rounded up).
 pub const KEY_BYTES_MAX: usize = 4096;
-/// Longest value, in bytes: DynamoDB's item limit, exactly 400 KiB.
-pub const VALUE_BYTES_MAX: usize = 400 * 1024;
+/// Longest value, in bytes: DynamoDB's item limit (400 KiB) plus room for the header a host
+/// puts in front of an item's value (the partition replica stores an 8-byte version), so
+/// that an item of exactly 400 KiB with a 1-byte key still fits.
+pub const VALUE_BYTES_MAX: usize = 400 * 1024 + VALUE_HOST_HEADER_BYTES_MAX;
+/// Bytes a host may put in front of a 400 KiB value (see [`VALUE_BYTES_MAX`]).
+pub const VALUE_HOST_HEADER_BYTES_MAX: usize = 64;
 /// Smallest page, in bytes.
 pub const PAGE_BYTES_MIN: usize = 4096;
 /// Largest page, in bytes (offsets inside a page fit a `u32`; cell lengths fit their fields).
