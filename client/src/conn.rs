@@ -1,0 +1,350 @@
+//! One pipelined connection on glommio: an outbox flushed by one writer task, a reader task
+//! that dispatches answers by request id.
+//!
+//! Callers append their request's frame to the outbox and wait on their own slot. The
+//! writer takes the whole outbox at once, so the frames of every request queued while the
+//! previous write was in the kernel go out in one system call. The reader splits the byte
+//! stream into frames and hands each answer to its waiter ([`Pipeline`]). Room: a request
+//! takes a permit of the connection's semaphore before it is queued and gives it back when
+//! its answer arrives, so at most [`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`] are in flight
+//! and later callers wait, in order.
+//!
+//! When the connection dies (an I/O error, the server hanging up, lost framing, or the
+//! pool dropping it), every request in flight gets the error, waiters for room are woken
+//! with [`Error::Closed`], and both tasks end, which closes the socket.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
+use proto::{FrameKind, FrameReader, Response};
+
+use crate::limits::{REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, SOCKET_READ_BYTES};
+use crate::pipeline::{Abandoned, Pipeline};
+use crate::{Error, ProtocolError, Result};
+
+/// Where one request's answer lands.
+#[derive(Default)]
+struct Slot {
+    answer: Option<Result<Response>>,
+    waker: Option<Waker>,
+}
+
+/// A request in flight: where its answer goes, and its share of the connection's room.
+struct Waiter {
+    slot: Rc<RefCell<Slot>>,
+    _room: StaticPermit,
+}
+
+struct State {
+    pipeline: Pipeline<Waiter>,
+    /// Frames queued for the writer.
+    outbox: Vec<u8>,
+    /// The writer's previous buffer, handed back to keep its allocation.
+    spare: Vec<u8>,
+    writer: Option<Waker>,
+    reader: Option<Waker>,
+    /// Why the connection is dead, once it is.
+    closed: Option<Error>,
+}
+
+struct Shared {
+    state: RefCell<State>,
+    room: Rc<Semaphore>,
+    /// Borrowed only inside one poll, by one task at a time: the reader and the writer use
+    /// the socket's separate read and write readiness.
+    stream: RefCell<TcpStream>,
+}
+
+/// A live connection; dropping the last handle closes it.
+pub(crate) struct Conn {
+    shared: Rc<Shared>,
+    addr: SocketAddr,
+}
+
+impl Conn {
+    /// Connects and starts the connection's reader and writer tasks.
+    pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn> {
+        let stream = TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1)))
+            .await
+            .map_err(|e| Error::from(std::io::Error::from(e)))?;
+        // Requests are coalesced in the outbox already; Nagle would only add latency.
+        stream.set_nodelay(true).map_err(std::io::Error::from)?;
+        let shared = Rc::new(Shared {
+            state: RefCell::new(State {
+                pipeline: Pipeline::new(),
+                outbox: Vec::new(),
+                spare: Vec::new(),
+                writer: None,
+                reader: None,
+                closed: None,
+            }),
+            room: Rc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX as u64)),
+            stream: RefCell::new(stream),
+        });
+        glommio::spawn_local(read_loop(shared.clone())).detach();
+        glommio::spawn_local(write_loop(shared.clone())).detach();
+        Ok(Conn { shared, addr })
+    }
+
+    /// The server's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the connection is dead.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.state.borrow().closed.is_some()
+    }
+
+    /// Requests in flight (abandoned ones included).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shared.state.borrow().pipeline.in_flight()
+    }
+
+    /// Sends one request frame (encoded with request id 0; the id is patched in) and waits
+    /// for its answer. Waits for room first. `sent` is set once the frame is queued: from
+    /// then on, a failure leaves the request's outcome unknown.
+    pub(crate) async fn call(&self, frame: &[u8], sent: &Cell<bool>) -> Result<Response> {
+        let permit = match self.shared.room.acquire_static_permit(1).await {
+            Ok(p) => p,
+            Err(_) => return Err(self.closed_error()),
+        };
+        let slot = Rc::new(RefCell::new(Slot::default()));
+        let id = {
+            let mut st = self.shared.state.borrow_mut();
+            if let Some(e) = &st.closed {
+                return Err(e.clone());
+            }
+            let id = st.pipeline.start(Waiter {
+                slot: slot.clone(),
+                _room: permit,
+            });
+            let at = st.outbox.len();
+            st.outbox.extend_from_slice(frame);
+            st.outbox[at + 8..at + 16].copy_from_slice(&id.to_le_bytes());
+            if let Some(w) = st.writer.take() {
+                w.wake();
+            }
+            id
+        };
+        sent.set(true);
+        Answer {
+            shared: &self.shared,
+            id,
+            slot,
+            done: false,
+        }
+        .await
+    }
+
+    fn closed_error(&self) -> Error {
+        self.shared
+            .state
+            .borrow()
+            .closed
+            .clone()
+            .unwrap_or(Error::Closed)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        close(&self.shared, Error::Closed);
+    }
+}
+
+/// Waits for one request's answer; dropped early (a timeout), it abandons the request.
+struct Answer<'a> {
+    shared: &'a Rc<Shared>,
+    id: u64,
+    slot: Rc<RefCell<Slot>>,
+    done: bool,
+}
+
+impl Future for Answer<'_> {
+    type Output = Result<Response>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Response>> {
+        let mut slot = self.slot.borrow_mut();
+        match slot.answer.take() {
+            Some(answer) => {
+                drop(slot);
+                self.done = true;
+                Poll::Ready(answer)
+            }
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Answer<'_> {
+    fn drop(&mut self) {
+        if self.done || self.slot.borrow().answer.is_some() {
+            return;
+        }
+        let outcome = self.shared.state.borrow_mut().pipeline.abandon(self.id);
+        if outcome == Abandoned::TooMany {
+            close(self.shared, Error::Closed);
+        }
+    }
+}
+
+/// Marks the connection dead (keeping the first cause), fails every request in flight and
+/// every waiter for room, and wakes both tasks so that they end.
+fn close(shared: &Shared, cause: Error) {
+    let (finished, reader, writer) = {
+        let mut st = shared.state.borrow_mut();
+        if st.closed.is_none() {
+            st.closed = Some(cause);
+        }
+        let cause = st.closed.clone().expect("set above");
+        let finished = st.pipeline.drain();
+        for f in &finished {
+            if !f.abandoned {
+                let mut slot = f.waiter.slot.borrow_mut();
+                slot.answer = Some(Err(cause.clone()));
+            }
+        }
+        st.outbox.clear();
+        (finished, st.reader.take(), st.writer.take())
+    };
+    shared.room.close();
+    // Wake outside the borrow: a woken task may run its poll at once on some executors.
+    for f in finished {
+        let waker = f.waiter.slot.borrow_mut().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+    if let Some(w) = reader {
+        w.wake();
+    }
+    if let Some(w) = writer {
+        w.wake();
+    }
+}
+
+async fn read_loop(shared: Rc<Shared>) {
+    let mut buf = vec![0u8; SOCKET_READ_BYTES];
+    let mut frames = FrameReader::new();
+    let cause = 'conn: loop {
+        let read = poll_fn(|cx| {
+            {
+                let mut st = shared.state.borrow_mut();
+                if st.closed.is_some() {
+                    return Poll::Ready(None);
+                }
+                st.reader = Some(cx.waker().clone());
+            }
+            let mut stream = shared.stream.borrow_mut();
+            Pin::new(&mut *stream).poll_read(cx, &mut buf).map(Some)
+        })
+        .await;
+        let n = match read {
+            None => return,
+            Some(Ok(0)) => break Error::Closed,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => break Error::from(e),
+        };
+        frames.push(&buf[..n]);
+        loop {
+            let frame = match frames.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(lost) => break 'conn Error::Protocol(ProtocolError::FramingLost(lost)),
+            };
+            let id = frame.header.request_id;
+            if frame.header.kind != FrameKind::Response {
+                break 'conn Error::Protocol(ProtocolError::NotAResponse { request_id: id });
+            }
+            // A bad payload whose framing held is this request's problem alone.
+            let answer = match proto::decode_response(&frame) {
+                Ok(r) => crate::ops::into_result(r),
+                Err(e) => Err(Error::Protocol(ProtocolError::BadResponse(e))),
+            };
+            let finished = shared.state.borrow_mut().pipeline.finish(id);
+            match finished {
+                Ok(f) if f.abandoned => {}
+                Ok(f) => {
+                    let waker = {
+                        let mut slot = f.waiter.slot.borrow_mut();
+                        slot.answer = Some(answer);
+                        slot.waker.take()
+                    };
+                    // The permit in `f.waiter` goes back to the room here.
+                    drop(f);
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+                Err(e) => break 'conn Error::Protocol(e),
+            }
+        }
+    };
+    close(&shared, cause);
+}
+
+async fn write_loop(shared: Rc<Shared>) {
+    loop {
+        let batch = poll_fn(|cx| {
+            let mut st = shared.state.borrow_mut();
+            if st.closed.is_some() {
+                return Poll::Ready(None);
+            }
+            if st.outbox.is_empty() {
+                st.writer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let spare = std::mem::take(&mut st.spare);
+            Poll::Ready(Some(std::mem::replace(&mut st.outbox, spare)))
+        })
+        .await;
+        let Some(mut batch) = batch else { return };
+        let mut written = 0;
+        while written < batch.len() {
+            let wrote = poll_fn(|cx| {
+                {
+                    let mut st = shared.state.borrow_mut();
+                    if st.closed.is_some() {
+                        return Poll::Ready(None);
+                    }
+                    st.writer = Some(cx.waker().clone());
+                }
+                let mut stream = shared.stream.borrow_mut();
+                Pin::new(&mut *stream)
+                    .poll_write(cx, &batch[written..])
+                    .map(Some)
+            })
+            .await;
+            match wrote {
+                None => return,
+                Some(Ok(0)) => {
+                    close(&shared, Error::Closed);
+                    return;
+                }
+                Some(Ok(n)) => written += n,
+                Some(Err(e)) => {
+                    close(&shared, Error::from(e));
+                    return;
+                }
+            }
+        }
+        batch.clear();
+        let mut st = shared.state.borrow_mut();
+        st.writer = None;
+        if st.spare.capacity() < batch.capacity() {
+            st.spare = batch;
+        }
+    }
+}
