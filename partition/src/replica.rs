@@ -210,6 +210,8 @@ pub struct ReplicaStats {
     pub apply_batches: u64,
     /// Checkpoints completed.
     pub checkpoints: u64,
+    /// Hard states written again only because the old one held the WAL's oldest segment.
+    pub hard_state_rewrites: u64,
     /// Proposals in flight now.
     pub in_flight: usize,
     /// Their command bytes.
@@ -416,8 +418,13 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
                 ready_index = Some(node.raft.raft_log.last_index());
             }
         }
-        let dirty = tree.dirty_bytes();
-        debug_assert_eq!(dirty, 0, "a freshly opened tree has nothing dirty");
+        debug_assert_eq!(tree.dirty_bytes(), 0, "a fresh tree has nothing dirty");
+        // Releases are not persisted: give back at once what the checkpoint and the newest
+        // hard state make unnecessary, so that an idle replica never holds the log.
+        wal.release(es, applied_index + 1);
+        if hs_next_counter > 1 {
+            wal.release(hs_stream, hs_next_counter - 1);
+        }
         Ok(Replica {
             tree: TreeSlot::new(tree),
             wal,
@@ -433,7 +440,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
                 driver: None,
                 kicked: true,
                 hs_next_counter,
-                hs_durable_counter: None,
+                hs_durable_counter: hs_next_counter.checked_sub(1).filter(|&c| c > 0),
                 hs_rewrite_wanted: false,
                 checkpoint_covers: None,
                 checkpointed_index: applied_index,
@@ -842,15 +849,14 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
     }
 
     fn after_checkpoint(&self, index: u64, wrote: bool) {
-        let (hs_durable, hs_held) = {
+        let hs_durable = {
             let mut st = self.state.borrow_mut();
             st.checkpointed_index = st.checkpointed_index.max(index);
             if wrote {
                 st.stats.checkpoints += 1;
             }
-            (st.hs_durable_counter, st.checkpointed_index)
+            st.hs_durable_counter
         };
-        let _ = hs_held;
         self.log.compact(index);
         let p = self.config.partition;
         self.wal.release(p.entries_stream(), index + 1);
@@ -914,6 +920,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
             }
             let rewrite = std::mem::take(&mut self.state.borrow_mut().hs_rewrite_wanted);
             if rewrite {
+                self.state.borrow_mut().stats.hard_state_rewrites += 1;
                 let hs = self.log.hard_state();
                 let (lsn, counter) = self.append_hard_state(&hs).await?;
                 persisting.push_back(Persist {
