@@ -13,13 +13,17 @@
 //! xtask is a developer tool, not a product binary: it keeps the system allocator so that it
 //! needs no C build (every product and benchmark binary uses jemalloc).
 
+mod node_bench;
+mod procs;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// Debian packages the build and the tests need. Checked with `dpkg -s`, installed with
 /// apt-get when missing (CI runs as root on a fresh Debian machine).
-const DEBIAN_PACKAGES: &[&str] = &[];
+/// `protobuf-compiler`: raft-rs's `prost-codec` generates its messages with `protoc`.
+const DEBIAN_PACKAGES: &[&str] = &["protobuf-compiler"];
 
 /// How long each fuzz target runs in the smoke, in seconds. Long enough to reach the
 /// decoders' error paths from an empty corpus, short enough to keep CI well under 20 minutes.
@@ -27,10 +31,11 @@ const FUZZ_SMOKE_SECONDS_DEFAULT: u32 = 20;
 
 /// Benchmarks that `cargo xtask bench` knows, with the bench target that implements each.
 /// (package, bench target); `None` means the issue that builds it has not landed yet.
+/// `node` is not a cargo bench: it drives the real binaries (see `node_bench`).
 const BENCHES: &[(&str, Option<(&str, &str)>)] = &[
     ("btree", Some(("devices", "btree"))),
     ("wal", Some(("devices", "wal"))),
-    ("node", None),
+    ("node", Some(("shard-node", "percore-node"))),
     ("router", None),
     ("redis", None),
 ];
@@ -256,6 +261,18 @@ fn bench(args: &[String]) -> Result<()> {
     let (package, bench_target) = target.ok_or_else(|| {
         format!("benchmark {name:?} is not built yet: it arrives with the issue that builds its subject")
     })?;
+    for extra in &args[1..] {
+        if !matches!(extra.as_str(), "--quick" | "--json") {
+            return Err(format!(
+                "unknown bench flag {extra:?}; takes --quick and --json"
+            ));
+        }
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let json = args.iter().any(|a| a == "--json");
+    if name == "node" {
+        return node_bench::bench(quick, json);
+    }
     let mut cargo_args = vec![
         "bench",
         "--quiet",
@@ -278,11 +295,6 @@ fn bench(args: &[String]) -> Result<()> {
     run("cargo", &cargo_args)
 }
 
-fn demo(_args: &[String]) -> Result<()> {
-    eprintln!(
-        "xtask: the node (issue 4) has not landed yet, so there is no cluster to load.\n\
-         xtask: until then the demo runs the storage engine's quick benchmarks on this machine."
-    );
-    bench(&["btree".into(), "--quick".into()])?;
-    bench(&["wal".into(), "--quick".into()])
+fn demo(args: &[String]) -> Result<()> {
+    node_bench::demo(flag_value(args, "--seconds")?)
 }

@@ -1,0 +1,251 @@
+//! `cargo xtask bench node` and `cargo xtask demo`: a real node under a YCSB load.
+//!
+//! Both start `percore-node` on a fresh data directory on the data disk, drive it with
+//! `percore-perf`, and stop it with SIGTERM. The cores are shared the same way in every run
+//! (see [`NODE_CORES`] and [`LOAD_CORES`]): on this 2-core machine the load generator and the
+//! node cannot each have the machine, so each gets one core, and every figure says so.
+
+use std::process::{Command, Stdio};
+
+use crate::procs::{self, field, json_fields, Node, ScratchDir};
+use crate::Result;
+
+/// The node's cores. One core for the node, one for the load: each side's latency then
+/// measures itself, not the scheduler's choice between the two.
+const NODE_CORES: &str = "1";
+/// The load generator's cores.
+const LOAD_CORES: &str = "0";
+/// How the cores were shared, for every JSON line (BENCHMARKS.md's `setup`).
+const SETUP: &str = "server core 1, load core 0";
+/// The table the benchmark and the demo use.
+const TABLE: &str = "usertable";
+/// Value size of the node benchmark (BENCHMARKS.md: DynamoDB's paper uses 900-byte items).
+const VALUE_BYTES: u32 = 1000;
+/// Records loaded before a full run (BENCHMARKS.md).
+const RECORDS_FULL: u64 = 1_000_000;
+/// Records loaded before a quick run.
+const RECORDS_QUICK: u64 = 100_000;
+/// Seconds of each measured phase of a full run, after the warm-up.
+const PHASE_S_FULL: u32 = 20;
+/// Seconds of each measured phase of a quick run.
+const PHASE_S_QUICK: u32 = 5;
+/// Warm-up seconds before each phase (not measured).
+const WARMUP_S: u32 = 2;
+/// Connections the generator opens (spread over its cores).
+const CONNECTIONS: u32 = 8;
+/// The fractions of the maximum at which each workload is measured again, open-loop.
+const LOAD_FRACTIONS_PERCENT: &[u32] = &[25, 50, 75];
+/// The node's page-cache budget in the benchmark: enough for the loaded records' pages.
+const NODE_MEMORY_BUDGET: &str = "2GiB";
+
+/// The demo's rate: half of the YCSB-A maximum measured on this machine (see the README),
+/// so that the SLO report shows the node in its comfortable range.
+const DEMO_RATE_PER_S: u32 = 25_000;
+/// The demo's records.
+const DEMO_RECORDS: u64 = 100_000;
+/// The demo's measured seconds unless `--seconds` says.
+const DEMO_SECONDS_DEFAULT: u32 = 20;
+
+fn perf(args: &[String]) -> Result<Vec<String>> {
+    let bin = procs::release_bin("percore-perf");
+    eprintln!("xtask: $ {} {}", bin.display(), args.join(" "));
+    let out = Command::new(&bin)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("percore-perf failed ({}): {stdout}", out.status));
+    }
+    Ok(stdout.lines().map(str::to_owned).collect())
+}
+
+fn s(v: impl ToString) -> String {
+    v.to_string()
+}
+
+fn load(port: u16, records: u64) -> Result<()> {
+    let lines = perf(&[
+        s("load"),
+        s("--addr"),
+        format!("127.0.0.1:{port}"),
+        s("--table"),
+        s(TABLE),
+        s("--create-table"),
+        s("--records"),
+        s(records),
+        s("--value-size"),
+        s(VALUE_BYTES),
+        s("--cores"),
+        s(LOAD_CORES),
+    ])?;
+    for l in lines {
+        eprintln!("load: {l}");
+    }
+    Ok(())
+}
+
+/// One measured phase: returns perf's JSON fields of the total.
+fn phase(
+    port: u16,
+    workload: &str,
+    rate: Option<u64>,
+    records: u64,
+    seconds: u32,
+    extra: &[String],
+) -> Result<Vec<(String, String)>> {
+    let mut args = vec![
+        s("run"),
+        s("--addr"),
+        format!("127.0.0.1:{port}"),
+        s("--table"),
+        s(TABLE),
+        s("--workload"),
+        s(workload),
+        s("--distribution"),
+        s("zipfian"),
+        s("--records"),
+        s(records),
+        s("--value-size"),
+        s(VALUE_BYTES),
+        s("--rate"),
+        rate.map_or_else(|| s("max"), s),
+        s("--warmup"),
+        s(WARMUP_S),
+        s("--duration"),
+        s(seconds),
+        s("--connections"),
+        s(CONNECTIONS),
+        s("--cores"),
+        s(LOAD_CORES),
+        s("--json"),
+    ];
+    args.extend_from_slice(extra);
+    let lines = perf(&args)?;
+    let total = lines
+        .iter()
+        .map(|l| json_fields(l))
+        .find(|f| field(f, "op").is_none_or(|op| op == "total"))
+        .ok_or_else(|| format!("percore-perf printed no total line: {lines:?}"))?;
+    Ok(total)
+}
+
+fn num(fields: &[(String, String)], name: &str) -> Result<f64> {
+    field(fields, name)
+        .ok_or_else(|| format!("percore-perf's line has no {name:?}"))?
+        .parse()
+        .map_err(|_| format!("percore-perf's {name:?} is not a number"))
+}
+
+/// `cargo xtask bench node [--quick] [--json]`.
+pub fn bench(quick: bool, json: bool) -> Result<()> {
+    procs::build_release(&["shard-node", "perf"])?;
+    let records = if quick { RECORDS_QUICK } else { RECORDS_FULL };
+    let seconds = if quick { PHASE_S_QUICK } else { PHASE_S_FULL };
+    let data = ScratchDir::new("bench-node")?;
+    let port = procs::free_port_block(4)?;
+    let node = Node::start(
+        &data.0,
+        port,
+        NODE_CORES,
+        &["--memory-budget", NODE_MEMORY_BUDGET, "--log-level", "warn"],
+    )?;
+    load(port, records)?;
+    let mut table = Vec::new();
+    for (workload, case) in [("a", "ycsb_a"), ("b", "ycsb_b"), ("c", "ycsb_c")] {
+        let max = phase(port, workload, None, records, seconds, &[])?;
+        let max_rate = num(&max, "ops_per_s")?;
+        let mut rows = vec![("max".to_owned(), max)];
+        for pct in LOAD_FRACTIONS_PERCENT {
+            let rate = (max_rate * *pct as f64 / 100.0).round().max(1.0) as u64;
+            rows.push((
+                format!("{pct}%"),
+                phase(port, workload, Some(rate), records, seconds, &[])?,
+            ));
+        }
+        let peak = node.peak_rss_mib().unwrap_or(f64::NAN);
+        for (load, f) in rows {
+            let line = format!(
+                "{{\"bench\":\"node\",\"case\":\"{case}\",\"load\":\"{load}\",\"ops_per_s\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"errors\":{},\"node_peak_rss_mib\":{peak:.0},\"records\":{records},\"value_bytes\":{VALUE_BYTES},\"setup\":\"{SETUP}\"}}",
+                num(&f, "ops_per_s")?,
+                num(&f, "p50_us")?,
+                num(&f, "p99_us")?,
+                num(&f, "p999_us")?,
+                num(&f, "max_us")?,
+                num(&f, "errors")?,
+            );
+            if json {
+                println!("{line}");
+            }
+            table.push((case, load, f, peak));
+        }
+    }
+    node.stop()?;
+    if !json {
+        println!("node benchmark ({SETUP}; {records} records of {VALUE_BYTES} B, zipfian; {seconds} s per phase)");
+        println!(
+            "{:<8} {:>5} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}",
+            "case", "load", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "errors", "peak MiB"
+        );
+        for (case, load, f, peak) in table {
+            println!(
+                "{:<8} {:>5} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>7.0} {:>9.0}",
+                case,
+                load,
+                num(&f, "ops_per_s")?,
+                num(&f, "p50_us")?,
+                num(&f, "p99_us")?,
+                num(&f, "p999_us")?,
+                num(&f, "max_us")?,
+                num(&f, "errors")?,
+                peak
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask demo [--seconds N]`: a node, a table, a YCSB-A load, an SLO report.
+pub fn demo(seconds: Option<u32>) -> Result<()> {
+    let seconds = seconds.unwrap_or(DEMO_SECONDS_DEFAULT);
+    procs::build_release(&["shard-node", "perf"])?;
+    let data = ScratchDir::new("demo-node")?;
+    let port = procs::free_port_block(4)?;
+    let node = Node::start(&data.0, port, NODE_CORES, &["--log-level", "warn"])?;
+    load(port, DEMO_RECORDS)?;
+    let report = procs::target_dir().join("percore-demo.html");
+    let hdr_log = procs::target_dir().join("percore-demo.hlog");
+    let extra = [
+        s("--html"),
+        report.display().to_string(),
+        s("--hdr-log"),
+        hdr_log.display().to_string(),
+    ];
+    // The summary table goes to stderr through perf's own output; the JSON total comes back.
+    let total = phase(
+        port,
+        "a",
+        Some(DEMO_RATE_PER_S as u64),
+        DEMO_RECORDS,
+        seconds,
+        &extra,
+    )?;
+    node.stop()?;
+    let ms = |name: &str| num(&total, name).map(|us| us / 1000.0);
+    eprintln!("demo: SLO report written to {}", report.display());
+    eprintln!(
+        "demo: HdrHistogram interval log written to {}",
+        hdr_log.display()
+    );
+    println!(
+        "{{\"ops_per_s\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"errors\":{}}}",
+        num(&total, "ops_per_s")?,
+        ms("p50_us")?,
+        ms("p99_us")?,
+        ms("p999_us")?,
+        ms("max_us")?,
+        num(&total, "errors")?
+    );
+    Ok(())
+}
