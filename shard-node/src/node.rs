@@ -1,0 +1,270 @@
+//! The process: configuration, checks, executors, the ready line, the exit code.
+//!
+//! The main thread does everything that may block (reading the config and the catalog,
+//! the start-up checks, registering signals), then starts one pinned executor per core and
+//! waits for them. Each core reports through a std channel: recovered, listening, stopped
+//! or failed. When every core listens the main thread prints the ready line,
+//! `percore-node ready port=P`, on stdout (tests and scripts wait for it).
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::barrier::Barrier;
+use crate::catalog::{self, Catalog};
+use crate::checks;
+use crate::config::{Config, SystemFacts};
+use crate::limits::{EXECUTOR_START_ATTEMPTS_MAX, EXECUTOR_START_RETRY_MS};
+use crate::logging;
+use crate::mesh::{self, MeshPorts};
+use crate::shard;
+use crate::signals::{self, StopPipe};
+
+/// Exit code: a stop signal was handled and everything was synced.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the node failed while running or starting.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: the configuration was refused.
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit code: a start-up check refused (io_uring, memlock, O_DIRECT, lock).
+pub const EXIT_CHECK: i32 = 3;
+
+/// What a core tells the main thread.
+#[derive(Debug)]
+pub enum CoreEvent {
+    /// Every partition of the core is recovered.
+    Recovered {
+        /// The core index.
+        core: u32,
+        /// Partitions opened.
+        partitions: usize,
+    },
+    /// The core accepts connections.
+    Listening {
+        /// The core index.
+        core: u32,
+    },
+    /// The core stopped cleanly (drained, synced).
+    Stopped {
+        /// The core index.
+        core: u32,
+    },
+    /// The core failed; the node must stop.
+    Failed {
+        /// The core index.
+        core: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the main thread hands each core's executor.
+pub struct CoreStart {
+    /// The core index (0-based; not the CPU number).
+    pub index: u32,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The catalog as loaded at start-up.
+    pub catalog: Arc<Catalog>,
+    /// The core's ends of the mesh.
+    pub mesh: MeshPorts,
+    /// The core's stop-signal pipe.
+    pub stop: StopPipe,
+    /// Where to report.
+    pub events: mpsc::Sender<CoreEvent>,
+    /// Every core recovered.
+    pub recovered: Arc<Barrier>,
+    /// Every core drained.
+    pub drained: Arc<Barrier>,
+}
+
+/// Runs the node with these command-line arguments; returns the process exit code.
+pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
+    let facts = SystemFacts::probe();
+    let (cli, config) = match Config::from_args(args, &facts) {
+        Ok(c) => c,
+        Err(crate::config::ConfigError::BadValue { field: "command line", reason, .. }) => {
+            // clap's own message (or --help / --version text).
+            eprint!("{reason}");
+            return if reason.starts_with("error") { EXIT_CONFIG } else { EXIT_OK };
+        }
+        Err(e) => {
+            eprintln!("percore-node: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return EXIT_OK;
+    }
+    let _log_guard = match logging::init(&config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("percore-node: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let lock = match checks::run_all(&config) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::error!("refusing to start: {e}");
+            eprintln!("percore-node: refusing to start: {e}");
+            return EXIT_CHECK;
+        }
+    };
+    let code = run_checked(config);
+    drop(lock);
+    code
+}
+
+fn run_checked(config: Config) -> i32 {
+    let catalog = match catalog::load(&config.data_dir).and_then(|c| {
+        c.check_cores(config.core_count())?;
+        Ok(c)
+    }) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!("refusing to start: {e}");
+            eprintln!("percore-node: refusing to start: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let cores = config.core_count();
+    let stops = match signals::register(cores) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("percore-node: cannot register signal handlers: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        cores = ?config.cores,
+        port = config.port,
+        core_ports = ?config.core_ports,
+        tables = catalog.tables.len(),
+        "starting"
+    );
+
+    let config = Arc::new(config);
+    let (events_tx, events) = mpsc::channel();
+    let recovered = Arc::new(Barrier::new(cores));
+    let drained = Arc::new(Barrier::new(cores));
+    let mut threads = Vec::with_capacity(cores);
+    for ((index, mesh), stop) in mesh::build(cores).into_iter().enumerate().zip(stops) {
+        let start = CoreStart {
+            index: index as u32,
+            config: config.clone(),
+            catalog: catalog.clone(),
+            mesh,
+            stop,
+            events: events_tx.clone(),
+            recovered: recovered.clone(),
+            drained: drained.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("core-{index}"))
+            .spawn(move || run_core(start));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                eprintln!("percore-node: cannot start the thread of core {index}: {e}");
+                recovered.fail();
+                drained.fail();
+                return EXIT_FAILED;
+            }
+        }
+    }
+    drop(events_tx);
+
+    let mut listening = 0;
+    let mut stopped = 0;
+    let mut failure: Option<String> = None;
+    // Every core sends Stopped or Failed exactly once; the channel closes when all threads
+    // have ended.
+    while let Ok(event) = events.recv() {
+        match event {
+            CoreEvent::Recovered { core, partitions } => {
+                tracing::info!(core, partitions, "core recovered")
+            }
+            CoreEvent::Listening { core } => {
+                tracing::debug!(core, "core listening");
+                listening += 1;
+                if listening == cores && failure.is_none() {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "percore-node ready port={}", config.port);
+                    let _ = out.flush();
+                    tracing::info!(port = config.port, core_ports = ?config.core_ports, "ready");
+                }
+            }
+            CoreEvent::Stopped { core } => {
+                tracing::debug!(core, "core stopped");
+                stopped += 1;
+            }
+            CoreEvent::Failed { core, reason } => {
+                tracing::error!(core, %reason, "core failed");
+                eprintln!("percore-node: core {core} failed: {reason}");
+                if failure.is_none() {
+                    failure = Some(reason);
+                    recovered.fail();
+                    drained.fail();
+                    // The other cores may be serving: stop them the way SIGTERM would.
+                    // SAFETY: raise has no preconditions; our handler writes to the pipes.
+                    unsafe { libc::raise(libc::SIGTERM) };
+                }
+            }
+        }
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    if failure.is_some() || stopped != cores {
+        tracing::error!("stopped after a failure");
+        return EXIT_FAILED;
+    }
+    tracing::info!("stopped cleanly");
+    EXIT_OK
+}
+
+/// One core's thread: start its executor (retrying, pitfall 8), run the shard on it.
+fn run_core(start: CoreStart) {
+    let events = start.events.clone();
+    let index = start.index;
+    let cpu = start.config.cores[index as usize];
+    let mut attempt = 1;
+    let executor = loop {
+        let built = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
+            .name(&format!("core-{index}"))
+            .io_memory(start.config.io_memory_bytes as usize)
+            .preempt_timer(Duration::from_millis(shard::PREEMPT_TIMER_MS))
+            .make();
+        match built {
+            Ok(ex) => break ex,
+            Err(e) if attempt < EXECUTOR_START_ATTEMPTS_MAX => {
+                tracing::warn!(core = index, cpu, attempt, error = %e, "executor did not start; retrying");
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(EXECUTOR_START_RETRY_MS));
+            }
+            Err(e) => {
+                start.recovered.fail();
+                start.drained.fail();
+                let _ = events.send(CoreEvent::Failed {
+                    core: index,
+                    reason: format!("cannot start the executor on CPU {cpu}: {e}"),
+                });
+                return;
+            }
+        }
+    };
+    let (recovered, drained) = (start.recovered.clone(), start.drained.clone());
+    let outcome = executor.run(shard::run(start));
+    let _ = events.send(match outcome {
+        Ok(()) => CoreEvent::Stopped { core: index },
+        Err(reason) => {
+            recovered.fail();
+            drained.fail();
+            CoreEvent::Failed { core: index, reason }
+        }
+    });
+}

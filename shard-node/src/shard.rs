@@ -1,0 +1,564 @@
+//! One core: its WAL, its partitions, its listeners, its background work, its life.
+//!
+//! A [`Shard`] is built on its executor and never leaves it (`Rc`, `RefCell`, no locks).
+//! It owns:
+//!
+//! - one WAL (`data_dir/core-<i>/wal/`, a `DmaBlockDevice`), shared by all its partitions;
+//! - its partitions: a tree file each (`data_dir/core-<i>/tables/p-<id>.tree`, a
+//!   `DmaPageStore`) and a [`partition::Replica`] (raft group + tree + WAL streams), with
+//!   the replica's driver task;
+//! - its copy of the catalog (core 0 owns the original, see [`crate::catalog`]);
+//! - its end of the mesh, its listeners and connections.
+//!
+//! [`run`] is the core's whole life: connect the mesh, recover, wait for every core to
+//! recover, listen, serve until a stop signal, drain, wait for every core to drain, take a
+//! final checkpoint of every partition, close the WAL.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use btree::Tree;
+use devices::block_device::DmaBlockDevice;
+use devices::page_store::DmaPageStore;
+use glommio::{Latency, Shares, TaskQueueHandle};
+use partition::{CheckpointStep, PartitionId, Replica, ReplicaConfig, ReplicaError};
+use wal::{RecoveryReport, Wal};
+
+use crate::catalog::{Catalog, TableEntry};
+use crate::config::Config;
+use crate::limits::{DRAIN_TIMEOUT_MS, PARTITION_CACHE_BYTES_MIN};
+use crate::mesh::{Call, Envelope, Mesh, Reply};
+use crate::node::{CoreEvent, CoreStart};
+use crate::server::{self, Connections, Drain};
+
+/// glommio's preemption period: how long the background queue may run before a runnable
+/// request task gets the core back. 1 ms keeps a checkpoint slice from showing in the p99.
+pub const PREEMPT_TIMER_MS: u64 = 1;
+
+/// How often the checkpointer looks at its partitions when nothing is due.
+const CHECKPOINT_POLL_MS: u64 = 20;
+
+/// The replica type of the node: trees and WALs on glommio DMA files.
+pub type NodeReplica = Replica<DmaPageStore, DmaBlockDevice>;
+
+/// One partition on its core.
+pub struct LocalPartition {
+    /// Its global id.
+    pub id: u64,
+    /// Its table.
+    pub table: String,
+    /// Its index within the table.
+    pub index: u32,
+    /// The replica.
+    pub replica: Rc<NodeReplica>,
+    /// Its tree file.
+    pub path: PathBuf,
+    driver: RefCell<Option<glommio::Task<Result<(), ReplicaError>>>>,
+    last_checkpoint: Cell<Instant>,
+}
+
+/// Counters of one core.
+#[derive(Default, Debug)]
+pub struct ShardStats {
+    /// Requests that arrived from clients.
+    pub requests: Cell<u64>,
+    /// Requests forwarded to another core because this one does not own the partition.
+    pub forwarded_out: Cell<u64>,
+    /// Calls served for other cores.
+    pub forwarded_in: Cell<u64>,
+    /// Checkpoints completed.
+    pub checkpoints: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// One core's state (see the module doc).
+pub struct Shard {
+    /// This core's index.
+    pub index: u32,
+    /// Cores in the node.
+    pub cores: u32,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The mesh to the other cores.
+    pub mesh: Rc<Mesh>,
+    /// The WAL.
+    pub wal: Rc<Wal<DmaBlockDevice>>,
+    /// What the WAL held at start-up; replicas opened later find nothing of theirs in it.
+    wal_report: RecoveryReport,
+    catalog: RefCell<Arc<Catalog>>,
+    partitions: RefCell<HashMap<u64, Rc<LocalPartition>>>,
+    /// Serialises catalog changes (core 0 only: plan, write, broadcast).
+    pub(crate) admin_lock: glommio::sync::Semaphore,
+    /// Serialises the application of catalogs on this core.
+    catalog_lock: glommio::sync::Semaphore,
+    /// Set on SIGTERM.
+    pub drain: Rc<Drain>,
+    /// Open connections.
+    pub connections: Rc<Connections>,
+    background: TaskQueueHandle,
+    stopping: Cell<bool>,
+    /// Counters.
+    pub stats: ShardStats,
+}
+
+impl Shard {
+    /// The catalog as this core knows it.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// The local partition with this id.
+    pub fn partition(&self, id: u64) -> Option<Rc<LocalPartition>> {
+        self.partitions.borrow().get(&id).cloned()
+    }
+
+    /// This core's directory.
+    fn core_dir(&self) -> PathBuf {
+        core_dir(&self.config, self.index)
+    }
+
+    fn tables_dir(&self) -> PathBuf {
+        self.core_dir().join("tables")
+    }
+
+    /// The page-cache bytes one of `partitions` partitions of this core gets.
+    fn partition_cache_bytes(&self, partitions: usize) -> usize {
+        let per = self.config.core_memory_budget_bytes() / partitions.max(1) as u64;
+        per.max(PARTITION_CACHE_BYTES_MIN) as usize
+    }
+
+    /// Opens (creating if new) partition `index` of `table`, recovers it from its tree and
+    /// the WAL, spawns its driver and waits until it serves.
+    async fn open_partition(
+        &self,
+        table: &TableEntry,
+        index: u32,
+        partitions_on_core: usize,
+    ) -> Result<Rc<LocalPartition>, String> {
+        let entry = table.partitions[index as usize];
+        let path = partition_path(&self.tables_dir(), entry.id);
+        let page_size = table.page_size_bytes as usize;
+        let store = DmaPageStore::open(&path, page_size)
+            .await
+            .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let tree_config = btree::Config {
+            page_size_bytes: page_size,
+            cache_bytes_max: self.partition_cache_bytes(partitions_on_core),
+            ..btree::Config::default()
+        };
+        let tree = Tree::open(store, tree_config)
+            .await
+            .map_err(|e| format!("opening the tree {}: {e}", path.display()))?;
+        let replica_config = ReplicaConfig {
+            hash_range: table.hash_range(index),
+            ..ReplicaConfig::single(PartitionId(entry.id))
+        };
+        let replica = Replica::open(replica_config, tree, self.wal.clone(), &self.wal_report)
+            .await
+            .map_err(|e| format!("recovering partition {} of {:?}: {e}", entry.id, table.name))?;
+        let replica = Rc::new(replica);
+        let driver = glommio::spawn_local(replica.clone().run());
+        replica
+            .ready()
+            .await
+            .map_err(|e| format!("partition {} of {:?} did not become ready: {e}", entry.id, table.name))?;
+        Ok(Rc::new(LocalPartition {
+            id: entry.id,
+            table: table.name.clone(),
+            index,
+            replica,
+            path,
+            driver: RefCell::new(Some(driver)),
+            last_checkpoint: Cell::new(Instant::now()),
+        }))
+    }
+
+    /// Checkpoints a partition to the end, in slices, yielding between them.
+    async fn checkpoint_fully(&self, p: &LocalPartition) -> Result<(), ReplicaError> {
+        loop {
+            match p.replica.checkpoint_step(self.config.checkpoint_slice_pages).await? {
+                CheckpointStep::InProgress { .. } => glommio::executor().yield_task_queue_now().await,
+                CheckpointStep::Done { pages_written, .. } => {
+                    if pages_written > 0 {
+                        bump(&self.stats.checkpoints);
+                    }
+                    p.last_checkpoint.set(Instant::now());
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Stops a partition's driver once its writes in flight are answered.
+    async fn stop_partition(&self, p: &LocalPartition) {
+        p.replica.shutdown();
+        let driver = p.driver.borrow_mut().take();
+        if let Some(driver) = driver {
+            if let Err(e) = driver.await {
+                tracing::error!(core = self.index, partition = p.id, error = %e, "partition driver failed");
+            }
+        }
+    }
+
+    /// Adopts `next` (from core 0): opens the partitions it gives this core, drops the ones
+    /// it took away (deleting their tree files and releasing their WAL streams).
+    pub async fn apply_catalog(&self, next: Arc<Catalog>) -> Result<(), String> {
+        let _turn = self
+            .catalog_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| format!("catalog lock: {e}"))?;
+        let current = self.catalog();
+        if next.version <= current.version {
+            return Ok(());
+        }
+        let me = self.index;
+        let on_core = next.partitions_of_core(me).count();
+        // Open what is new before the catalog names it, so a request routed by the new
+        // catalog finds its replica.
+        let mut opened = Vec::new();
+        for (table, index, entry) in next.partitions_of_core(me) {
+            if self.partitions.borrow().contains_key(&entry.id) {
+                continue;
+            }
+            opened.push(self.open_partition(table, index, on_core).await?);
+        }
+        for p in opened {
+            self.partitions.borrow_mut().insert(p.id, p);
+        }
+        *self.catalog.borrow_mut() = next.clone();
+        // Drop what is gone, after the catalog stopped naming it.
+        let keep: std::collections::HashSet<u64> =
+            next.partitions_of_core(me).map(|(_, _, p)| p.id).collect();
+        let gone: Vec<Rc<LocalPartition>> = {
+            let mut parts = self.partitions.borrow_mut();
+            let ids: Vec<u64> = parts.keys().copied().filter(|id| !keep.contains(id)).collect();
+            ids.into_iter().filter_map(|id| parts.remove(&id)).collect()
+        };
+        for p in gone {
+            self.stop_partition(&p).await;
+            let id = PartitionId(p.id);
+            self.wal.release(id.entries_stream(), u64::MAX);
+            self.wal.release(id.hard_state_stream(), u64::MAX);
+            let path = p.path.clone();
+            drop(p);
+            if let Err(e) = glommio::io::remove(&path).await {
+                tracing::warn!(core = me, path = %path.display(), error = %e, "cannot remove a deleted partition's tree");
+            }
+            tracing::info!(core = me, partition = id.0, "partition dropped");
+        }
+        Ok(())
+    }
+
+    /// Serves one mesh call from core `from`.
+    async fn serve_call(self: &Rc<Self>, call: Call) -> Reply {
+        bump(&self.stats.forwarded_in);
+        match call {
+            Call::Request(request) => Reply::Response(
+                self.route(request, true)
+                    .await
+                    .unwrap_or_else(proto::Response::Error),
+            ),
+            Call::Scan(step) => Reply::Scan(self.scan_step_local(&step).await),
+            Call::ApplyCatalog(catalog) => Reply::CatalogApplied(self.apply_catalog(catalog).await),
+        }
+    }
+
+    /// Ticks every replica's raft clock.
+    async fn ticker(self: Rc<Self>) {
+        let period = Duration::from_millis(self.config.raft_tick_ms);
+        while !self.stopping.get() {
+            glommio::timer::sleep(period).await;
+            let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            for p in parts {
+                p.replica.tick();
+            }
+        }
+    }
+
+    /// Checkpoints dirty trees in small slices: a tree is due once it has
+    /// `checkpoint_dirty_bytes` dirty, or `checkpoint_interval_ms` after its last checkpoint
+    /// (even clean: an idle replica still gives the WAL back). Runs in the low-share
+    /// background queue and yields it after every slice.
+    async fn checkpointer(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.config.checkpoint_interval_ms);
+        let poll = Duration::from_millis(CHECKPOINT_POLL_MS).min(interval);
+        let mut failed_logged = std::collections::HashSet::new();
+        while !self.stopping.get() {
+            glommio::timer::sleep(poll).await;
+            let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            for p in parts {
+                if self.stopping.get() {
+                    break;
+                }
+                let due = p.replica.dirty_bytes() >= self.config.checkpoint_dirty_bytes
+                    || p.last_checkpoint.get().elapsed() >= interval;
+                if !due || p.replica.failure().is_some() {
+                    continue;
+                }
+                if let Err(e) = self.checkpoint_fully(&p).await {
+                    if failed_logged.insert(p.id) {
+                        tracing::error!(core = self.index, partition = p.id, error = %e, "checkpoint failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn core_dir(config: &Config, index: u32) -> PathBuf {
+    config.data_dir.join(format!("core-{index}"))
+}
+
+fn partition_path(tables_dir: &std::path::Path, id: u64) -> PathBuf {
+    tables_dir.join(format!("p-{id}.tree"))
+}
+
+/// The partition id a tree file name holds, if it is one.
+fn partition_id_of(name: &str) -> Option<u64> {
+    name.strip_prefix("p-")?.strip_suffix(".tree")?.parse().ok()
+}
+
+/// Creates `dir` (and its parents) and makes its entry durable in its parent.
+async fn make_dir(dir: &std::path::Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if let Some(parent) = dir.parent() {
+        devices::dma::sync_dir(parent)
+            .await
+            .map_err(|e| format!("syncing {}: {e}", parent.display()))?;
+    }
+    Ok(())
+}
+
+/// The core's whole life (see the module doc). `Err` says why the core failed.
+pub async fn run(start: CoreStart) -> Result<(), String> {
+    let CoreStart {
+        index,
+        config,
+        catalog,
+        mesh,
+        stop,
+        events,
+        recovered,
+        drained,
+    } = start;
+    let cores = config.core_count() as u32;
+
+    // The mesh first: each end's connect waits for its peer's, so every core must reach it.
+    let (mesh, receivers) = mesh.connect().await;
+
+    // Pitfall 1: a non-empty file is opened first on this executor, before any tree or WAL.
+    let dir = core_dir(&config, index);
+    make_dir(&dir).await?;
+    devices::dma::prime_device(&dir)
+        .await
+        .map_err(|e| format!("priming {}: {e}", dir.display()))?;
+    let wal_dir = dir.join("wal");
+    let tables_dir = dir.join("tables");
+    make_dir(&wal_dir).await?;
+    make_dir(&tables_dir).await?;
+
+    let device = DmaBlockDevice::open(&wal_dir)
+        .await
+        .map_err(|e| format!("opening the WAL directory {}: {e}", wal_dir.display()))?;
+    let (wal, wal_report) = Wal::open(device, config.wal.wal_config())
+        .await
+        .map_err(|e| format!("recovering the WAL of core {index}: {e}"))?;
+    tracing::info!(
+        core = index,
+        records = wal_report.records,
+        streams = wal_report.streams.len(),
+        cut_at = ?wal_report.cut_at,
+        "WAL recovered"
+    );
+    let wal = Rc::new(wal);
+    let flusher = {
+        let wal = wal.clone();
+        glommio::spawn_local(async move { wal.run().await })
+    };
+
+    let background = glommio::executor().create_task_queue(
+        Shares::Static(config.background_shares),
+        Latency::NotImportant,
+        "background",
+    );
+    let shard = Rc::new(Shard {
+        index,
+        cores,
+        config: config.clone(),
+        mesh: mesh.clone(),
+        wal: wal.clone(),
+        wal_report,
+        catalog: RefCell::new(Arc::new(Catalog::default())),
+        partitions: RefCell::new(HashMap::new()),
+        admin_lock: glommio::sync::Semaphore::new(1),
+        catalog_lock: glommio::sync::Semaphore::new(1),
+        drain: Rc::new(Drain::default()),
+        connections: Rc::new(Connections::default()),
+        background,
+        stopping: Cell::new(false),
+        stats: ShardStats::default(),
+    });
+
+    // Mesh receivers: a call runs as its own task, so a slow call never holds the channel.
+    for (peer, receiver) in receivers {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(envelope) = receiver.recv().await {
+                match envelope {
+                    Envelope::Call { from, token, call } => {
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let reply = shard.serve_call(call).await;
+                            if let Err(e) = shard.mesh.reply(from, token, reply).await {
+                                tracing::debug!(core = shard.index, error = %e, "reply not delivered");
+                            }
+                        })
+                        .detach();
+                    }
+                    Envelope::Reply { token, reply } => shard.mesh.deliver(token, reply),
+                }
+            }
+            tracing::debug!(core = shard.index, peer, "mesh receiver closed");
+        })
+        .detach();
+    }
+
+    // Recover every partition of this core, then remove what the catalog no longer names.
+    let result = recover(&shard, catalog, &tables_dir).await;
+    if let Err(e) = result {
+        recovered.fail();
+        drained.fail();
+        wal.close();
+        let _ = flusher.await;
+        return Err(e);
+    }
+    let _ = events.send(CoreEvent::Recovered {
+        core: index,
+        partitions: shard.partitions.borrow().len(),
+    });
+
+    let ticker = glommio::spawn_local_into(shard.clone().ticker(), shard.background)
+        .map_err(|e| format!("spawning the ticker: {e}"))?;
+    let checkpointer = glommio::spawn_local_into(shard.clone().checkpointer(), shard.background)
+        .map_err(|e| format!("spawning the checkpointer: {e}"))?;
+
+    // Listen only once every core has recovered.
+    if recovered.arrive_and_wait().await.is_err() {
+        return Err("another core failed to start".into());
+    }
+    let mut accepting = Vec::new();
+    for port in [config.port, config.core_ports[index as usize]] {
+        let addr = format!("{}:{port}", config.listen_host);
+        let listener = glommio::net::TcpListener::bind(&addr)
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        accepting.push(glommio::spawn_local(server::accept_loop(
+            listener,
+            shard.clone(),
+            shard.connections.clone(),
+            shard.drain.clone(),
+        )));
+    }
+    let _ = events.send(CoreEvent::Listening { core: index });
+
+    stop.wait().await;
+    tracing::info!(core = index, open = shard.connections.open(), "stop signal: draining");
+    shard.drain.start();
+    for a in accepting {
+        a.await;
+    }
+    let drained_in_time = futures_lite::future::or(
+        async {
+            shard.connections.all_closed().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS)).await;
+            false
+        },
+    )
+    .await;
+    if !drained_in_time {
+        tracing::warn!(core = index, open = shard.connections.open(), "drain timed out; closing anyway");
+    }
+    // Peers may still forward their last requests here until they have drained too.
+    let _ = drained.arrive_and_wait().await;
+
+    shard.stopping.set(true);
+    ticker.await;
+    checkpointer.await;
+    let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
+    let mut failure = None;
+    for p in &parts {
+        if p.replica.failure().is_none() {
+            if let Err(e) = shard.checkpoint_fully(p).await {
+                tracing::error!(core = index, partition = p.id, error = %e, "final checkpoint failed");
+            }
+        }
+        shard.stop_partition(p).await;
+        if let Some(e) = p.replica.failure() {
+            failure.get_or_insert(format!("partition {} failed: {e}", p.id));
+        }
+    }
+    wal.close();
+    if let Err(e) = flusher.await {
+        failure.get_or_insert(format!("the WAL failed: {e}"));
+    }
+    mesh.close();
+    tracing::info!(
+        core = index,
+        requests = shard.stats.requests.get(),
+        forwarded_out = shard.stats.forwarded_out.get(),
+        forwarded_in = shard.stats.forwarded_in.get(),
+        checkpoints = shard.stats.checkpoints.get(),
+        "core stopped"
+    );
+    match failure {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// Opens every partition the catalog gives this core; removes tree files and releases WAL
+/// streams of partitions it does not name (left by a delete that crashed half-way).
+async fn recover(shard: &Rc<Shard>, catalog: Arc<Catalog>, tables_dir: &std::path::Path) -> Result<(), String> {
+    let me = shard.index;
+    let on_core = catalog.partitions_of_core(me).count();
+    for (table, index, _) in catalog.partitions_of_core(me) {
+        let p = shard.open_partition(table, index, on_core).await?;
+        shard.partitions.borrow_mut().insert(p.id, p);
+    }
+    *shard.catalog.borrow_mut() = catalog.clone();
+
+    let known: std::collections::HashSet<u64> = shard.partitions.borrow().keys().copied().collect();
+    let entries = std::fs::read_dir(tables_dir).map_err(|e| format!("listing {}: {e}", tables_dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(partition_id_of) else {
+            continue;
+        };
+        if !known.contains(&id) {
+            let path = entry.path();
+            tracing::info!(core = me, path = %path.display(), "removing the tree of a deleted partition");
+            glommio::io::remove(&path)
+                .await
+                .map_err(|e| format!("removing {}: {e}", path.display()))?;
+        }
+    }
+    for &stream in shard.wal_report.streams.keys() {
+        if !known.contains(&(stream / 2)) {
+            shard.wal.release(stream, u64::MAX);
+        }
+    }
+    Ok(())
+}

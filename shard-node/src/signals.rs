@@ -1,0 +1,48 @@
+//! SIGTERM and SIGINT, delivered into every core's executor.
+//!
+//! glommio has no shutdown API (upstream #303, GLOMMIO-NOTES pitfall 10), so each core gets
+//! its own socket pair: signal-hook's handler writes a byte to the writing end (async-signal
+//! safe), and the core awaits the reading end through glommio like any socket. A signal
+//! that arrives while a core is still recovering waits in the socket until the core looks.
+//! SIGUSR1 is left alone: glommio's stall detector uses it.
+
+use std::io;
+use std::os::unix::io::{FromRawFd, IntoRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use futures_lite::AsyncReadExt;
+
+/// The signals that stop the node.
+pub const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
+
+/// The reading end of one core's signal pipe, moved into its executor.
+pub struct StopPipe {
+    fd: RawFd,
+}
+
+/// Registers a pipe per core for [`STOP_SIGNALS`]; call before the executors start.
+pub fn register(cores: usize) -> io::Result<Vec<StopPipe>> {
+    let mut pipes = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let (read, write) = UnixStream::pair()?;
+        for signal in STOP_SIGNALS {
+            signal_hook::low_level::pipe::register(signal, write.try_clone()?)?;
+        }
+        pipes.push(StopPipe {
+            fd: read.into_raw_fd(),
+        });
+    }
+    Ok(pipes)
+}
+
+impl StopPipe {
+    /// Resolves when a stop signal arrives. Runs on the core's executor.
+    pub async fn wait(self) {
+        // SAFETY: `fd` came from `into_raw_fd` of a socket this value owns alone.
+        let mut stream = unsafe { glommio::net::UnixStream::from_raw_fd(self.fd) };
+        let mut byte = [0u8; 1];
+        // A read error or end of file would mean the writing ends are gone, which never
+        // happens while the process lives (signal-hook keeps them); treat it as a stop.
+        let _ = stream.read(&mut byte).await;
+    }
+}
