@@ -27,9 +27,11 @@
 //! cores and their merged intervals), [`report`] (table, JSON, interval log, HTML),
 //! [`sweep`] (the search for the highest rate within the SLO) and [`cli`] (the binary).
 
+pub mod client_target;
 pub mod driver;
 pub mod keys;
 pub mod limits;
+pub mod report;
 pub mod rng;
 pub mod runner;
 pub mod schedule;
