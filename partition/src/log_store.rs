@@ -84,7 +84,7 @@ impl LogStore {
 
     /// Appends entries handed out by a `Ready`, first dropping any at or above the first one's
     /// index (a raft log conflict).
-    pub fn append(&self, entries: &[Entry]) {
+    pub fn append(&self, entries: Vec<Entry>) {
         let Some(first) = entries.first() else { return };
         let mut log = self.log.borrow_mut();
         assert!(
@@ -97,8 +97,8 @@ impl LogStore {
             log.bytes -= entry_bytes(&e);
         }
         for e in entries {
-            log.bytes += entry_bytes(e);
-            log.entries.push_back(e.clone());
+            log.bytes += entry_bytes(&e);
+            log.entries.push_back(e);
         }
         #[cfg(debug_assertions)]
         log.check_invariants();
@@ -217,8 +217,8 @@ mod tests {
         assert_eq!(s.first_index().unwrap(), 6);
         assert_eq!(s.last_index().unwrap(), 5);
         assert_eq!(Storage::term(&s, 5).unwrap(), 2);
-        s.append(&[entry(6, 2), entry(7, 2), entry(8, 3)]);
-        s.append(&[entry(8, 4), entry(9, 4)]);
+        s.append(vec![entry(6, 2), entry(7, 2), entry(8, 3)]);
+        s.append(vec![entry(8, 4), entry(9, 4)]);
         assert_eq!(s.last_index().unwrap(), 9);
         assert_eq!(Storage::term(&s, 8).unwrap(), 4);
         assert_eq!(s.size(), (4, 12));

@@ -1029,7 +1029,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
             .iter()
             .map(|e| (e.index, records::encode_entry(e)))
             .collect();
-        self.log.append(&new_entries);
+        self.log.append(new_entries);
         let hard_state = rd.hs().cloned();
         if let Some(hs) = &hard_state {
             self.log.set_hard_state(hs.clone());

@@ -195,6 +195,69 @@ fn model_apply(model: &mut Model, w: &Resolved, version: u64) -> Result<bool, Op
 
 type Outcomes = Rc<RefCell<Vec<Option<Result<WriteOutcome, proto::Error>>>>>;
 
+/// Replica 1 shares the WAL and takes unconditional puts of fresh keys next to every group,
+/// so that crashes cut batches holding both streams. Every acknowledged one must survive,
+/// and nothing that was never written may appear.
+#[derive(Default)]
+struct Neighbour {
+    issued: usize,
+    acked: Rc<RefCell<Vec<usize>>>,
+}
+
+impl Neighbour {
+    fn spawn(&mut self, node: &Node, n: usize) {
+        for _ in 0..n {
+            let i = self.issued;
+            self.issued += 1;
+            let (r, acked) = (node.replica(1), self.acked.clone());
+            node.spawn(async move {
+                let c = Command::Put {
+                    key: Key::simple(format!("n{i}")),
+                    value: i.to_le_bytes().to_vec(),
+                    condition: Condition::None,
+                };
+                if r.write(&c).await.is_ok() {
+                    acked.borrow_mut().push(i);
+                }
+            });
+        }
+    }
+
+    fn check(&self, node: &Node) -> Result<(), TestCaseError> {
+        let r = node.replica(1);
+        let items = node.block_on(async move {
+            let mut items = Vec::new();
+            let mut after: Option<Key> = None;
+            loop {
+                let page = r.scan_page(after.as_ref(), 0).await.expect("scan");
+                items.extend(page.items);
+                match page.resume {
+                    Some(k) => after = Some(k),
+                    None => return items,
+                }
+            }
+        });
+        let mut present = std::collections::BTreeSet::new();
+        for item in items {
+            let i: usize = std::str::from_utf8(&item.key.partition[1..])
+                .expect("utf8")
+                .parse()
+                .expect("a number");
+            prop_assert!(i < self.issued, "a neighbour write that was never sent");
+            prop_assert_eq!(item.value, i.to_le_bytes().to_vec());
+            present.insert(i);
+        }
+        for i in self.acked.borrow().iter() {
+            prop_assert!(
+                present.contains(i),
+                "acknowledged neighbour write {} lost",
+                i
+            );
+        }
+        Ok(())
+    }
+}
+
 fn spawn_group(node: &Node, group: &[Resolved]) -> Outcomes {
     let out: Outcomes = Rc::new(RefCell::new(vec![None; group.len()]));
     for (j, w) in group.iter().enumerate() {
@@ -278,13 +341,15 @@ fn values(m: &Model) -> BTreeMap<usize, Vec<u8>> {
 }
 
 fn run_ops(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let mut node = Node::new(seed, 1);
+    let mut node = Node::new(seed, 2);
     let mut model = Model::new();
+    let mut neighbour = Neighbour::default();
     for op in ops {
         match op {
             Op::Writes(ws) => {
                 let group: Vec<Resolved> = ws.iter().map(|w| resolve(w, &model)).collect();
                 let out = spawn_group(&node, &group);
+                neighbour.spawn(&node, group.len() % 3);
                 common::drive_until(&node.exec, &node.device, || {
                     out.borrow().iter().all(Option::is_some)
                 });
@@ -304,9 +369,11 @@ fn run_ops(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::WritesThenCrash(ws, completions) => {
                 let group: Vec<Resolved> = ws.iter().map(|w| resolve(w, &model)).collect();
                 let out = spawn_group(&node, &group);
+                neighbour.spawn(&node, 1 + group.len() % 2);
                 node.advance(completions as usize);
                 let acked: Vec<_> = out.borrow().clone();
                 node = node.crash_and_restart();
+                neighbour.check(&node)?;
                 let got = actual(&node, 0)?;
                 // The base index of the group, if an acknowledged write tells it.
                 let base = acked.iter().enumerate().find_map(|(j, o)| match o {
@@ -445,6 +512,7 @@ fn run_ops(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Crash => {
                 node = node.crash_and_restart();
+                neighbour.check(&node)?;
             }
         }
         let got = actual(&node, 0)?;
@@ -453,6 +521,7 @@ fn run_ops(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let node = node.crash_and_restart();
     let got = actual(&node, 0)?;
     prop_assert_eq!(got, model, "state after a final crash");
+    neighbour.check(&node)?;
     Ok(())
 }
 

@@ -171,6 +171,7 @@ impl Node {
         for r in &self.replicas {
             r.shutdown();
         }
+        self.advance(usize::MAX);
         self.wal.close();
         self.advance(usize::MAX);
         let Node {
