@@ -13,9 +13,7 @@ use glommio::timer::Timer;
 
 use crate::keys::Distribution;
 use crate::keys::{KeyChooser, KeyLayout, Keyspace};
-use crate::limits::{
-    DRAIN_GRACE_MS, DRAIN_TIMEOUT_MS, KEY_BYTES, REPORT_INTERVAL_MS, SORT_KEY_BYTES,
-};
+use crate::limits::{KEY_BYTES, REPORT_INTERVAL_MS, SORT_KEY_BYTES};
 use crate::rng::Rng;
 use crate::schedule::{Schedule, Tickets};
 use crate::stats::{latency_us, ErrorKind, OpStats};
@@ -48,6 +46,12 @@ pub struct RunSpec {
     pub in_flight_per_core: usize,
     /// Seeds every core's random choices (core `c` uses `seed + c`).
     pub seed: u64,
+    /// How long after the end due requests still waiting for a slot may be sent
+    /// ([`crate::limits::DRAIN_GRACE_MS`] unless a test wants it shorter).
+    pub drain_grace: Duration,
+    /// How long after the grace answers are waited for
+    /// ([`crate::limits::DRAIN_TIMEOUT_MS`] unless a test wants it shorter).
+    pub drain_timeout: Duration,
 }
 
 /// What one load asks of every core.
@@ -428,7 +432,7 @@ pub async fn run_core<T: Target + 'static>(
     if let Some(pacer) = pacer {
         pacer.await;
     }
-    let grace_end_ns = end_ns + DRAIN_GRACE_MS * 1_000_000;
+    let grace_end_ns = end_ns + spec.drain_grace.as_nanos() as u64;
     while run.tickets.untaken() > 0 && since(start) < grace_end_ns {
         glommio::timer::sleep(Duration::from_millis(1)).await;
     }
@@ -444,7 +448,7 @@ pub async fn run_core<T: Target + 'static>(
             recorders.live.record_error(kind, ErrorKind::Unsent);
         }
     }
-    let drained = glommio::timer::timeout(Duration::from_millis(DRAIN_TIMEOUT_MS), async {
+    let drained = glommio::timer::timeout(spec.drain_timeout, async {
         for task in slot_tasks {
             task.await;
         }

@@ -36,6 +36,7 @@ pub mod rng;
 pub mod runner;
 pub mod schedule;
 pub mod stats;
+pub mod sweep;
 pub mod target;
 pub mod workload;
 
