@@ -542,7 +542,8 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
     }
 
     /// Stops taking writes; [`Replica::run`] returns once every write in flight is answered
-    /// and every record is durable.
+    /// and every record is durable. Close the WAL only after every replica's `run` returned:
+    /// a driver that cannot append fails its replica.
     pub fn shutdown(&self) {
         let mut st = self.state.borrow_mut();
         st.shutting_down = true;
