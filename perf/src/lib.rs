@@ -27,6 +27,7 @@
 //! cores and their merged intervals), [`report`] (table, JSON, interval log, HTML),
 //! [`sweep`] (the search for the highest rate within the SLO) and [`cli`] (the binary).
 
+pub mod cli;
 pub mod client_target;
 pub mod driver;
 pub mod keys;

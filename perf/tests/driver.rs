@@ -28,6 +28,7 @@ fn spec(workload: Workload, rate_per_s: Option<f64>, duration: Duration) -> RunS
         scan_length_max: 10,
         in_flight_per_core: 64,
         seed: 1,
+        pacing_tick: Duration::from_micros(perf::limits::PACING_TICK_US),
         drain_grace: Duration::from_millis(200),
         drain_timeout: Duration::from_millis(200),
     }
@@ -87,6 +88,9 @@ impl TargetFactory for StallFactory {
     }
 }
 
+/// Also a regression test: when the pacer began to let requests out up to a tick early,
+/// latency ran for a while from the *later* of intended start and send, which hid this
+/// very stall (one slow request instead of a hundred); it must run from the earlier.
 #[test]
 fn a_stall_is_charged_to_every_request_it_delays() {
     let factory = StallFactory {
