@@ -102,6 +102,9 @@ pub enum Error {
     /// An earlier write or checkpoint failed half-way; the tree refuses to go on until it
     /// is reopened (its durable state is the last completed checkpoint).
     Poisoned,
+    /// A checkpoint was asked for while another (a detached [`crate::CheckpointJob`] or a
+    /// stepped one) is under way: finish that one first.
+    CheckpointBusy,
     /// A snapshot-shipping chunk that cannot be applied.
     BadShipChunk {
         /// What was wrong.
@@ -123,6 +126,7 @@ impl fmt::Display for Error {
             Error::BadConfig { reason } => write!(f, "bad config: {reason}"),
             Error::Store(e) => write!(f, "page store: {e}"),
             Error::Poisoned => write!(f, "tree poisoned by an earlier failure; reopen it"),
+            Error::CheckpointBusy => write!(f, "a checkpoint is already under way"),
             Error::BadShipChunk { reason } => write!(f, "bad snapshot chunk: {reason}"),
             Error::Invariant(e) => write!(f, "invariant broken: {e}"),
         }

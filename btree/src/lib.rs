@@ -52,7 +52,8 @@ pub use error::{Error, InvariantError, StoreError};
 pub use ship::{ShipReceiver, ShipStream};
 pub use store::{MemStore, PageStore, SimStore};
 pub use tree::{
-    BatchOp, CheckpointProgress, CheckpointStats, Cursor, Direction, Snapshot, Tree, WriteBatch,
+    BatchOp, CheckpointJob, CheckpointProgress, CheckpointStats, Cursor, Direction, Snapshot, Tree,
+    WriteBatch,
 };
 
 /// How a tree is sized and paced.

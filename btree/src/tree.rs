@@ -107,6 +107,9 @@ enum Phase {
 }
 
 struct Ckpt {
+    /// The high-water mark the meta slot records: read when the freelist is built, so that
+    /// pages the writer allocates while the job's writes are in flight stay beyond it.
+    hw_end: u64,
     gen: u64,
     txn: u64,
     root: u64,
@@ -148,8 +151,55 @@ pub struct Tree<S: PageStore> {
     /// Root/depth/count of the durable checkpoint, to skip empty checkpoints.
     durable_root: u64,
     ckpt: Option<Ckpt>,
+    /// A [`CheckpointJob`] is out: no other checkpoint may start until it is finished.
+    job_out: bool,
     poisoned: bool,
     force_ckpt: bool,
+}
+
+/// A checkpoint's I/O, detached from its tree (see [`Tree::checkpoint_begin`]).
+///
+/// It holds the pages the tree had dirty when it began (shared, copy-on-write: later writes
+/// to the tree copy them again) and writes them, then the freelist and the meta slot, with
+/// the syncs between, a budget of pages per [`CheckpointJob::step`].
+pub struct CheckpointJob<S: PageStore> {
+    sh: Rc<Shared<S>>,
+    ck: Ckpt,
+    durable: bool,
+    failed: bool,
+}
+
+impl<S: PageStore> CheckpointJob<S> {
+    /// Writes at most `page_budget` data pages (then the freelist, meta slot and syncs once
+    /// the data pages are out). Returns true once the checkpoint is durable.
+    pub async fn step(&mut self, page_budget: usize) -> Result<bool, Error> {
+        if self.failed {
+            return Err(Error::Poisoned);
+        }
+        if self.durable {
+            return Ok(true);
+        }
+        match Tree::run_checkpoint(&self.sh, &mut self.ck, page_budget.max(1)).await {
+            Ok(durable) => {
+                self.durable = durable;
+                Ok(durable)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Pages written so far.
+    pub fn pages_written(&self) -> u64 {
+        self.ck.pages_written
+    }
+
+    /// Data pages still to write (before the freelist and the meta slot).
+    pub fn pages_left(&self) -> u64 {
+        (self.ck.writes.len() - self.ck.next) as u64
+    }
 }
 
 fn boxed<'a, T>(f: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = T> + 'a>> {
@@ -282,6 +332,7 @@ impl<S: PageStore> Tree<S> {
             durable_extra: Vec::new(),
             durable_root: meta.root,
             ckpt: None,
+            job_out: false,
             poisoned: false,
             force_ckpt: false,
         };
@@ -356,6 +407,7 @@ impl<S: PageStore> Tree<S> {
             durable_extra: Vec::new(),
             durable_root: root,
             ckpt: None,
+            job_out: false,
             poisoned: false,
             force_ckpt: false,
         })
@@ -800,6 +852,10 @@ impl<S: PageStore> Tree<S> {
         page_budget: usize,
     ) -> Result<CheckpointProgress, Error> {
         self.live()?;
+        if self.job_out {
+            // Refused before anything is touched: the tree stays usable.
+            return Err(Error::CheckpointBusy);
+        }
         let r = self.checkpoint_step_inner(page_budget.max(1)).await;
         if r.is_err() {
             self.poisoned = true;
@@ -823,7 +879,7 @@ impl<S: PageStore> Tree<S> {
         }
         let page = self.sh.page;
         let mut ck = self.ckpt.take().expect("started above");
-        let r = self.run_checkpoint(&mut ck, budget).await;
+        let r = Self::run_checkpoint(&self.sh, &mut ck, budget).await;
         match r {
             Ok(true) => {
                 self.finish_checkpoint(&ck);
@@ -848,6 +904,53 @@ impl<S: PageStore> Tree<S> {
                 Err(e)
             }
         }
+    }
+
+    /// Starts a checkpoint of the tree as of now and hands its I/O to a [`CheckpointJob`]
+    /// that runs without the tree, so that writes go on while its pages are written (a
+    /// stepped checkpoint holds `&mut Tree` across its writes). `None` if there is nothing
+    /// to write. Finish it with [`Tree::checkpoint_finish`]; until then no other checkpoint
+    /// starts ([`Error::CheckpointBusy`]).
+    pub fn checkpoint_begin(&mut self) -> Result<Option<CheckpointJob<S>>, Error> {
+        self.live()?;
+        if self.job_out || self.ckpt.is_some() {
+            return Err(Error::CheckpointBusy);
+        }
+        let nothing = self.sh.st.borrow().dirty.is_empty() && self.root == self.durable_root;
+        if nothing && !self.force_ckpt {
+            return Ok(None);
+        }
+        self.force_ckpt = false;
+        self.start_checkpoint();
+        let ck = self.ckpt.take().expect("just started");
+        self.job_out = true;
+        Ok(Some(CheckpointJob {
+            sh: self.sh.clone(),
+            ck,
+            durable: false,
+            failed: false,
+        }))
+    }
+
+    /// Makes a durable job's checkpoint the tree's durable state and lets the cache shed the
+    /// pages it wrote. A job that failed, or is handed back before it is durable, poisons
+    /// the tree (its pages are neither durable nor free): reopen it.
+    pub fn checkpoint_finish(&mut self, job: CheckpointJob<S>) -> Result<CheckpointStats, Error> {
+        assert!(
+            Rc::ptr_eq(&self.sh, &job.sh),
+            "a checkpoint job belongs to the tree that began it"
+        );
+        self.job_out = false;
+        if job.failed || !job.durable {
+            self.poisoned = true;
+            return Err(Error::Poisoned);
+        }
+        self.finish_checkpoint(&job.ck);
+        Ok(CheckpointStats {
+            txn: job.ck.txn,
+            pages_written: job.ck.pages_written,
+            page_count: self.sh.store.page_count().max(self.sh.st.borrow().hw),
+        })
     }
 
     fn start_checkpoint(&mut self) {
@@ -879,6 +982,7 @@ impl<S: PageStore> Tree<S> {
         }
         captured.extend(self.durable_extra.iter().copied());
         self.ckpt = Some(Ckpt {
+            hw_end: 0,
             gen,
             txn: self.txn + 1,
             root: self.root,
@@ -902,9 +1006,13 @@ impl<S: PageStore> Tree<S> {
     }
 
     /// Writes pages in flight-limited waves. Returns true when the checkpoint is durable.
-    async fn run_checkpoint(&mut self, ck: &mut Ckpt, mut budget: usize) -> Result<bool, Error> {
-        let page = self.sh.page;
-        let window = self.sh.cfg.checkpoint_writes_in_flight_max.max(1);
+    async fn run_checkpoint(
+        sh: &Shared<S>,
+        ck: &mut Ckpt,
+        mut budget: usize,
+    ) -> Result<bool, Error> {
+        let page = sh.page;
+        let window = sh.cfg.checkpoint_writes_in_flight_max.max(1);
         loop {
             match ck.phase {
                 Phase::Data => {
@@ -928,7 +1036,7 @@ impl<S: PageStore> Tree<S> {
                                 for i in n.long_key_indices(page) {
                                     let key = n.key(i);
                                     let cnt = page::pages_for(key.len(), page);
-                                    let first = self.sh.st.borrow_mut().alloc_run(cnt);
+                                    let first = sh.st.borrow_mut().alloc_run(cnt);
                                     let mut kb = vec![0u8; page * cnt as usize];
                                     for (k, chunk) in
                                         key.chunks(overflow_payload_bytes(page)).enumerate()
@@ -944,7 +1052,7 @@ impl<S: PageStore> Tree<S> {
                                 let firsts: Vec<u64> = runs.iter().map(|r| r.0).collect();
                                 n.encode(&mut buf, *id, ck.txn, &firsts);
                                 if !runs.is_empty() {
-                                    self.sh.st.borrow_mut().long_runs.insert(*id, runs);
+                                    sh.st.borrow_mut().long_runs.insert(*id, runs);
                                 }
                             }
                         }
@@ -965,13 +1073,13 @@ impl<S: PageStore> Tree<S> {
                     if ck.defer {
                         ck.deferred.extend(bufs);
                     } else {
-                        self.write_all(&bufs, window).await?;
-                        self.unpin_written(ck);
+                        Self::write_all(sh, &bufs, window).await?;
+                        Self::unpin_written(sh, ck);
                     }
                 }
                 Phase::Freelist => {
                     let ranges_per = page::freelist_ranges_per_page(page);
-                    let hw_now = self.sh.st.borrow().hw;
+                    let hw_now = sh.st.borrow().hw;
                     let mut set: BTreeSet<u64> = ck.captured.iter().copied().collect();
                     set.extend(ck.hw_start..hw_now);
                     for id in &ck.allocated {
@@ -984,7 +1092,7 @@ impl<S: PageStore> Tree<S> {
                         if need <= pages.len() {
                             break ranges;
                         }
-                        let id = self.sh.st.borrow_mut().alloc();
+                        let id = sh.st.borrow_mut().alloc();
                         set.remove(&id);
                         pages.push(id);
                     };
@@ -1000,10 +1108,14 @@ impl<S: PageStore> Tree<S> {
                     record_written(&mut ck.written, &bufs, page);
                     ck.pages_written += bufs.len() as u64;
                     ck.freelist = pages;
+                    // No await since `hw_now` was read: the writer has allocated nothing
+                    // since, so every page up to here is either in use by this checkpoint's
+                    // tree, in its freelist, or one of its freelist pages.
+                    ck.hw_end = sh.st.borrow().hw;
                     if ck.defer {
                         ck.deferred.extend(bufs);
                     } else {
-                        self.write_all(&bufs, window).await?;
+                        Self::write_all(sh, &bufs, window).await?;
                     }
                     ck.phase = Phase::SyncData;
                 }
@@ -1014,10 +1126,10 @@ impl<S: PageStore> Tree<S> {
                     if !ck.single_sync {
                         if !ck.deferred.is_empty() {
                             let bufs = std::mem::take(&mut ck.deferred);
-                            self.write_all(&bufs, window).await?;
-                            self.unpin_written(ck);
+                            Self::write_all(sh, &bufs, window).await?;
+                            Self::unpin_written(sh, ck);
                         }
-                        self.sh.store.sync().await?;
+                        sh.store.sync().await?;
                     }
                     ck.phase = Phase::Meta;
                 }
@@ -1027,7 +1139,7 @@ impl<S: PageStore> Tree<S> {
                         page_size: page as u32,
                         root: ck.root,
                         depth: ck.depth,
-                        high_water: self.sh.st.borrow().hw,
+                        high_water: ck.hw_end,
                         item_count: ck.count,
                         freelist_head: ck.freelist.first().copied().unwrap_or(NO_PAGE),
                         freelist_pages: ck.freelist.len() as u64,
@@ -1047,15 +1159,15 @@ impl<S: PageStore> Tree<S> {
                         let mut bufs = std::mem::take(&mut ck.deferred);
                         bufs.push((slot, buf));
                         let n = bufs.len();
-                        self.write_all(&bufs, n).await?;
-                        self.unpin_written(ck);
+                        Self::write_all(sh, &bufs, n).await?;
+                        Self::unpin_written(sh, ck);
                     } else {
-                        self.sh.store.write_page(slot, &buf).await?;
+                        sh.store.write_page(slot, &buf).await?;
                     }
                     ck.phase = Phase::SyncMeta;
                 }
                 Phase::SyncMeta => {
-                    self.sh.store.sync().await?;
+                    sh.store.sync().await?;
                     return Ok(true);
                 }
             }
@@ -1063,8 +1175,8 @@ impl<S: PageStore> Tree<S> {
     }
 
     /// Lets the cache evict the captured pages written so far (`ck.writes[..ck.next]`).
-    fn unpin_written(&self, ck: &Ckpt) {
-        let mut st = self.sh.st.borrow_mut();
+    fn unpin_written(sh: &Shared<S>, ck: &Ckpt) {
+        let mut st = sh.st.borrow_mut();
         let st = &mut *st;
         for (id, cached) in &ck.writes[ck.unpinned.get()..ck.next] {
             if let Some(slot) = st.cache.get_mut(id) {
@@ -1082,8 +1194,12 @@ impl<S: PageStore> Tree<S> {
     }
 
     /// Writes runs of pages, at most `window` writes in flight at once.
-    async fn write_all(&self, bufs: &[(u64, Vec<u8>)], window: usize) -> Result<(), Error> {
-        let store = &self.sh.store;
+    async fn write_all(
+        sh: &Shared<S>,
+        bufs: &[(u64, Vec<u8>)],
+        window: usize,
+    ) -> Result<(), Error> {
+        let store = &sh.store;
         for wave in bufs.chunks(window.max(1)) {
             let futs = wave
                 .iter()

@@ -33,6 +33,9 @@ enum Op {
     Shrink,
     /// Many puts at once (start key, count, value length), to grow the tree deep.
     Fill(u16, u16, u16),
+    /// Begin a detached checkpoint job, or step the one out (finishing it once durable);
+    /// the other operations interleave with it as writes interleave with a core's job.
+    JobStep(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -53,6 +56,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<u8>().prop_map(Op::FaultInCheckpoint),
         1 => (0u16..2000, 0u16..400, any::<u16>()).prop_map(|(k, n, l)| Op::Fill(k, n, l)),
         1 => Just(Op::Shrink),
+        4 => any::<u8>().prop_map(Op::JobStep),
     ]
 }
 
@@ -78,6 +82,8 @@ struct World {
     durable: Model,
     /// The model a sliced checkpoint in flight captured.
     in_flight: Option<Model>,
+    /// A detached checkpoint job and the model it captured.
+    job: Option<(btree::CheckpointJob<SimStore>, Model)>,
     snaps: Vec<(Snapshot<SimStore>, Model)>,
 }
 
@@ -86,7 +92,19 @@ impl World {
         self.tree.as_mut().expect("open")
     }
 
+    /// Steps the detached job to the end and finishes it, if one is out.
+    async fn drain_job(&mut self) {
+        if let Some((mut job, m)) = self.job.take() {
+            while !job.step(3).await.unwrap() {}
+            self.t().checkpoint_finish(job).unwrap();
+            self.durable = m;
+        }
+    }
+
     async fn crash_and_reopen(&mut self, newer: Vec<Model>) {
+        // A job still out has not made its meta slot durable (a step returns durable only
+        // after the slot's sync): the crash leaves the previous checkpoint.
+        self.job = None;
         self.snaps.clear();
         self.tree = None;
         self.store.clear_faults();
@@ -115,7 +133,36 @@ impl World {
     }
 
     async fn run(&mut self, op: &Op) {
+        if matches!(
+            op,
+            Op::Checkpoint | Op::CheckpointStep(_) | Op::FaultInCheckpoint(_) | Op::Shrink
+        ) {
+            // One checkpoint at a time: the other kinds wait for the job.
+            if self.job.is_some() {
+                assert_eq!(
+                    self.t().checkpoint().await.unwrap_err(),
+                    Error::CheckpointBusy
+                );
+            }
+            self.drain_job().await;
+        }
         match op {
+            Op::JobStep(budget) => match self.job.take() {
+                None if self.in_flight.is_none() => {
+                    if let Some(job) = self.t().checkpoint_begin().unwrap() {
+                        self.job = Some((job, self.model.clone()));
+                    }
+                }
+                None => {}
+                Some((mut job, m)) => {
+                    if job.step(*budget as usize % 8 + 1).await.unwrap() {
+                        self.t().checkpoint_finish(job).unwrap();
+                        self.durable = m;
+                    } else {
+                        self.job = Some((job, m));
+                    }
+                }
+            },
             Op::Put(k, l, s) => {
                 let v = value(*k, *l, *s);
                 self.t().put(&key(*k), &v).await.unwrap();
@@ -280,7 +327,7 @@ proptest! {
             let tree = Tree::open(store.clone(), config.clone()).await.unwrap();
             let mut w = World {
                 store, config, tree: Some(tree), model: Model::new(), durable: Model::new(),
-                in_flight: None, snaps: Vec::new(),
+                in_flight: None, job: None, snaps: Vec::new(),
             };
             for op in &ops {
                 w.run(op).await;
