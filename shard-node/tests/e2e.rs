@@ -717,6 +717,21 @@ fn scan_pages_over_several_partitions_return_every_item_once() {
         assert_eq!(sorts, &sorted);
     }
 
+    // A resume naming a partition the table does not have: refused by name, or the end.
+    match c.scan(Scan {
+        table: "wide".into(),
+        limit: 0,
+        resume: Some(proto::ScanResume {
+            partition: 999,
+            after: None,
+        }),
+        consistency: Consistency::Strong,
+    }) {
+        Err(Error::Server(proto::Error::InvalidRequest { .. })) => {}
+        Ok(page) => assert!(page.items.is_empty() && page.resume.is_none(), "{page:?}"),
+        other => panic!("a scan resuming at partition 999 of 8: {other:?}"),
+    }
+
     // An empty table scans to nothing.
     simple_table(&mut c, "empty", 3);
     let empty = c
@@ -1341,7 +1356,21 @@ fn every_core_port_answers_for_every_partition() {
         // Table admin through each core.
         assert_eq!(via.describe_table("spread").unwrap().partitions, 8);
     }
+    let log_path = node.log_path.clone();
     stop(node);
+    // The node counts forwarded requests in its stop line; when it says, some must have
+    // been forwarded (a log without the counter checks nothing: the answers above are the
+    // test).
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let counts: Vec<u64> = log
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("forwarded_in="))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    if !counts.is_empty() {
+        let n: u64 = counts.iter().sum();
+        assert!(n > 0, "no request was forwarded between cores");
+    }
 }
 
 #[test]
