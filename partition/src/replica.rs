@@ -310,6 +310,8 @@ pub struct Replica<S: PageStore, D: BlockDevice> {
     config: ReplicaConfig,
     wal: Rc<Wal<D>>,
     tree: TreeSlot<S>,
+    /// The checkpoint whose pages are being written, detached from the tree.
+    checkpoint_job: RefCell<Option<btree::CheckpointJob<S>>>,
     raft: RefCell<RawNode<LogStore>>,
     log: LogStore,
     state: RefCell<State>,
@@ -427,6 +429,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         }
         Ok(Replica {
             tree: TreeSlot::new(tree),
+            checkpoint_job: RefCell::new(None),
             wal,
             raft: RefCell::new(node),
             log,
@@ -811,40 +814,99 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        let mut guard = self.tree.lock(true).await;
-        {
-            let mut st = self.state.borrow_mut();
-            if st.checkpoint_covers.is_none() {
-                st.checkpoint_covers = Some((st.applied_index, st.applied_term));
+        // One checkpoint at a time: a second caller while a step is in flight waits for the
+        // next call rather than starting another (the tree would refuse it).
+        let Some(mut job) = self.checkpoint_job.borrow_mut().take() else {
+            if self.state.borrow().checkpoint_covers.is_some() {
+                return Ok(CheckpointStep::InProgress {
+                    pages_written: 0,
+                    pages_left: 0,
+                });
             }
-        }
-        let progress = guard.checkpoint_step(page_budget).await;
-        drop(guard);
-        match progress {
-            Err(e) => {
-                let e = ReplicaError::Tree(e);
-                self.fail(e.clone());
-                Err(e)
+            return self.checkpoint_begin().await;
+        };
+        // The job writes without the tree: applies (and so acknowledgements) go on while
+        // its pages are in flight. Only beginning and finishing take the tree, briefly.
+        let r = job.step(page_budget).await;
+        match r {
+            Ok(false) => {
+                let step = CheckpointStep::InProgress {
+                    pages_written: job.pages_written(),
+                    pages_left: job.pages_left(),
+                };
+                *self.checkpoint_job.borrow_mut() = Some(job);
+                Ok(step)
             }
-            Ok(btree::CheckpointProgress::InProgress {
-                pages_written,
-                pages_left,
-            }) => Ok(CheckpointStep::InProgress {
-                pages_written,
-                pages_left,
-            }),
-            Ok(btree::CheckpointProgress::Done(stats)) => {
+            Ok(true) => {
+                let mut guard = self.tree.lock(false).await;
+                let finished = guard.checkpoint_finish(job);
+                drop(guard);
                 let (index, _term) = self
                     .state
                     .borrow_mut()
                     .checkpoint_covers
                     .take()
-                    .expect("set when the checkpoint started");
-                self.after_checkpoint(index, stats.txn != 0);
+                    .expect("set when the checkpoint began");
+                match finished {
+                    Ok(stats) => {
+                        self.after_checkpoint(index, true);
+                        Ok(CheckpointStep::Done {
+                            covers_index: index,
+                            pages_written: stats.pages_written,
+                        })
+                    }
+                    Err(e) => {
+                        let e = ReplicaError::Tree(e);
+                        self.fail(e.clone());
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                // Hand the failed job back: the tree is poisoned until reopened.
+                let mut guard = self.tree.lock(false).await;
+                let _ = guard.checkpoint_finish(job);
+                drop(guard);
+                self.state.borrow_mut().checkpoint_covers = None;
+                let e = ReplicaError::Tree(e);
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a checkpoint: captures the tree and the applied index it holds, together.
+    async fn checkpoint_begin(&self) -> Result<CheckpointStep, ReplicaError> {
+        let mut guard = self.tree.lock(false).await;
+        // The guard excludes applies, so the tree holds exactly the entries up to here.
+        let covers = {
+            let st = self.state.borrow();
+            (st.applied_index, st.applied_term)
+        };
+        match guard.checkpoint_begin() {
+            Ok(None) => {
+                drop(guard);
+                self.after_checkpoint(covers.0, false);
                 Ok(CheckpointStep::Done {
-                    covers_index: index,
-                    pages_written: stats.pages_written,
+                    covers_index: covers.0,
+                    pages_written: 0,
                 })
+            }
+            Ok(Some(job)) => {
+                let left = job.pages_left();
+                drop(guard);
+                self.state.borrow_mut().checkpoint_covers = Some(covers);
+                *self.checkpoint_job.borrow_mut() = Some(job);
+                Ok(CheckpointStep::InProgress {
+                    pages_written: 0,
+                    pages_left: left,
+                })
+            }
+            Err(e) => {
+                drop(guard);
+                let e = ReplicaError::Tree(e);
+                self.fail(e.clone());
+                Err(e)
             }
         }
     }
