@@ -584,7 +584,11 @@ fn measured_run(
         if log_error.is_none() {
             log_error = log.record(interval, tag_prefix, log_offset_s).err();
         }
-        series.push(SeriesPoint::of(interval));
+        // A run's last interval is a fragment of a second whose rate would be noise on the
+        // chart; its histograms are in the log and the summary all the same.
+        if interval.end_s - interval.start_s >= 0.5 {
+            series.push(SeriesPoint::of(interval));
+        }
     })?;
     if let (Some(error), Some(path)) = (log_error, &measure.hist_log) {
         return Err(PerfError::Io {

@@ -115,11 +115,12 @@ fn since(start: Instant) -> u64 {
     Instant::now().saturating_duration_since(start).as_nanos() as u64
 }
 
-/// Sleeps until `at_ns` nanoseconds after `start`.
+/// Sleeps until `at_ns` nanoseconds after `start` (which may still be in the future).
 async fn sleep_until(start: Instant, at_ns: u64) {
-    let now_ns = since(start);
-    if at_ns > now_ns {
-        glommio::timer::sleep(Duration::from_nanos(at_ns - now_ns)).await;
+    let at = start + Duration::from_nanos(at_ns);
+    let now = Instant::now();
+    if at > now {
+        glommio::timer::sleep(at - now).await;
     }
 }
 

@@ -87,11 +87,27 @@ pub fn latency(us: u64) -> String {
     }
 }
 
-/// The live line of one interval: time, rate, p50, p99, errors.
+/// A round latency for an axis tick: `100 µs`, `1 ms`, `10 s`.
+fn round_latency(us: u64) -> String {
+    let (value, unit) = if us < 1_000 {
+        (us as f64, "µs")
+    } else if us < 1_000_000 {
+        (us as f64 / 1e3, "ms")
+    } else {
+        (us as f64 / 1e6, "s")
+    };
+    let text = format!("{value:.3}");
+    format!(
+        "{} {unit}",
+        text.trim_end_matches('0').trim_end_matches('.')
+    )
+}
+
+/// The live line of one interval: time, rate of successful operations, p50, p99, errors.
+/// A run's last interval is usually a fragment of a second: it shows counts, not rates.
 pub fn live_line(interval: &Interval) -> String {
     let total = interval.stats.total();
     let seconds = (interval.end_s - interval.start_s).max(1e-3);
-    let rate = total.count() as f64 / seconds;
     let (p50, p99) = if total.latency_us.is_empty() {
         (0, 0)
     } else {
@@ -100,20 +116,35 @@ pub fn live_line(interval: &Interval) -> String {
             total.latency_us.value_at_quantile(0.99),
         )
     };
-    let mut line = format!(
-        "[{:>6.1}s] {:>9} ops/s  p50 {:>9}  p99 {:>9}  errors {}",
-        interval.end_s,
-        thousands(rate.round() as u64),
+    let fragment = seconds < 0.9;
+    let mut line = if fragment {
+        format!(
+            "[{:>6.1}s] {:>9} ops in the last {:.2} s",
+            interval.end_s,
+            thousands(total.latency_us.len()),
+            seconds
+        )
+    } else {
+        format!(
+            "[{:>6.1}s] {:>9} ops/s",
+            interval.end_s,
+            thousands((total.latency_us.len() as f64 / seconds).round() as u64)
+        )
+    };
+    let _ = write!(
+        line,
+        "  p50 {:>9}  p99 {:>9}  errors {}",
         latency(p50),
         latency(p99),
-        thousands(total.error_count()),
+        thousands(total.error_count())
     );
     if interval.records > 0 {
-        let _ = write!(
-            line,
-            "  records {}/s",
-            thousands((interval.records as f64 / seconds) as u64)
-        );
+        if fragment {
+            let _ = write!(line, "  records {}", thousands(interval.records));
+        } else {
+            let records_per_s = (interval.records as f64 / seconds).round() as u64;
+            let _ = write!(line, "  records {}/s", thousands(records_per_s));
+        }
     }
     if interval.warmup {
         line.push_str("  (warm-up)");
@@ -261,7 +292,8 @@ impl SeriesPoint {
         };
         SeriesPoint {
             end_s: interval.end_s,
-            ops_per_s: total.count() as f64 / (interval.end_s - interval.start_s).max(1e-3),
+            ops_per_s: total.latency_us.len() as f64
+                / (interval.end_s - interval.start_s).max(1e-3),
             p50_us: quantile(0.5),
             p99_us: quantile(0.99),
             p999_us: quantile(0.999),
@@ -381,7 +413,7 @@ impl Axis {
         let mut ticks = Vec::new();
         let mut tick = min;
         while tick <= max * 1.0001 {
-            ticks.push((tick, latency(tick as u64)));
+            ticks.push((tick, round_latency(tick as u64)));
             tick *= 10.0;
         }
         Axis {
@@ -812,7 +844,7 @@ mod tests {
         assert_eq!(object["bench"], "node");
         assert_eq!(object["load"], "50%");
         assert_eq!(object["errors"], 1);
-        assert_eq!(object["ops_per_s"], 10_001.0);
+        assert_eq!(object["ops_per_s"], 10_000.5, "successes only");
         assert!(object["p99_us"].as_u64().unwrap() >= object["p50_us"].as_u64().unwrap());
         // Three significant digits: the max is within 0.1 % above the value recorded.
         assert!((12_345..=12_358).contains(&object["max_us"].as_u64().unwrap()));
@@ -920,5 +952,8 @@ mod tests {
         assert_eq!(latency(850), "850 µs");
         assert_eq!(latency(1_250), "1.25 ms");
         assert_eq!(latency(2_100_000), "2.10 s");
+        assert_eq!(round_latency(100_000), "100 ms");
+        assert_eq!(round_latency(1_000_000), "1 s");
+        assert_eq!(round_latency(10), "10 µs");
     }
 }

@@ -213,7 +213,8 @@ pub struct Row {
     pub name: String,
     /// Operations, successful and failed.
     pub count: u64,
-    /// Operations per second over the measured time.
+    /// Successful operations per second over the measured time (failures are not
+    /// throughput; they are counted in `errors`).
     pub ops_per_s: f64,
     /// Latency percentiles of the successful operations, in microseconds (0 when none).
     pub p50_us: u64,
@@ -245,7 +246,7 @@ impl Row {
             name: name.to_owned(),
             count,
             ops_per_s: if elapsed_s > 0.0 {
-                count as f64 / elapsed_s
+                histogram.len() as f64 / elapsed_s
             } else {
                 0.0
             },
@@ -308,7 +309,7 @@ mod tests {
         assert!((495..=505).contains(&read.p50_us), "{}", read.p50_us);
         let total = &rows[2];
         assert_eq!((total.count, total.errors), (1005, 3));
-        assert_eq!(total.ops_per_s, 502.5);
+        assert_eq!(total.ops_per_s, 501.0, "successes only");
         assert_eq!(
             total.errors_by_kind,
             vec![(ErrorKind::Throttled, 1), (ErrorKind::Timeout, 2)]

@@ -188,6 +188,9 @@ fn requests_that_never_leave_or_never_return_are_errors() {
     assert_eq!(outcome.bound_hits, 196);
 }
 
+/// The shortest answer of the in-memory double: no latency can be shorter.
+const MEM_DELAY_US_MIN: u64 = 50;
+
 /// An in-memory store double shared by the runs of one test: a read of a missing record is
 /// `NotFound`, and answers come back after a short, varying delay (out of order).
 #[derive(Clone)]
@@ -202,7 +205,7 @@ impl MemTarget {
     async fn delay(&self) {
         let step = self.delay_step.get();
         self.delay_step.set(step.wrapping_add(7));
-        glommio::timer::sleep(Duration::from_micros(step % 500)).await;
+        glommio::timer::sleep(Duration::from_micros(MEM_DELAY_US_MIN + step % 500)).await;
     }
     fn key(key: Key<'_>) -> (Vec<u8>, Vec<u8>) {
         (
@@ -305,6 +308,14 @@ fn loaded_and_inserted_records_are_found_by_every_workload() {
                 outcome.stats.count(),
                 1_000,
                 "{workload:?} {distribution:?}"
+            );
+            // Regression: the cores once started their schedule up to START_DELAY_MS before
+            // the common start (a sleep computed on a clock saturated at zero), timing their
+            // first requests at 1 µs.
+            let fastest = outcome.stats.total().latency_us.min();
+            assert!(
+                fastest >= MEM_DELAY_US_MIN,
+                "{workload:?}: a {fastest} µs answer"
             );
             if workload == Workload::D || workload == Workload::E {
                 assert!(outcome.stats.kind(OpKind::Insert).unwrap().count() > 0);
