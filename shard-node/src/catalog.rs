@@ -258,14 +258,20 @@ impl Catalog {
                 return bad(format!("table {:?} is out of name order", t.name));
             }
             if t.id >= self.next_table_id {
-                return bad(format!("table {:?} has id {} >= next_table_id", t.name, t.id));
+                return bad(format!(
+                    "table {:?} has id {} >= next_table_id",
+                    t.name, t.id
+                ));
             }
             if t.partitions.is_empty() {
                 return bad(format!("table {:?} has no partitions", t.name));
             }
             for p in &t.partitions {
                 if p.id >= self.next_partition_id || !partition_ids.insert(p.id) {
-                    return bad(format!("partition id {} of {:?} is reused or too high", p.id, t.name));
+                    return bad(format!(
+                        "partition id {} of {:?} is reused or too high",
+                        p.id, t.name
+                    ));
                 }
             }
         }
@@ -392,7 +398,10 @@ impl Catalog {
     }
 
     /// Every partition of core `core`: (table, partition index, entry).
-    pub fn partitions_of_core(&self, core: u32) -> impl Iterator<Item = (&TableEntry, u32, PartitionEntry)> {
+    pub fn partitions_of_core(
+        &self,
+        core: u32,
+    ) -> impl Iterator<Item = (&TableEntry, u32, PartitionEntry)> {
         self.tables.iter().flat_map(move |t| {
             t.partitions
                 .iter()
@@ -499,7 +508,10 @@ mod tests {
         assert_eq!(t.partitions[0].id, 1);
         let (c, _) = c.plan_delete("alpha").unwrap();
         let (c, t2) = c.plan_create(&create("alpha", 1), 3, 2, 4096, 6).unwrap();
-        assert_eq!(t2.partitions[0].id, 7, "ids of a deleted table are not reused");
+        assert_eq!(
+            t2.partitions[0].id, 7,
+            "ids of a deleted table are not reused"
+        );
         assert_ne!(t2.id, t.id);
         assert_eq!(c.version, 3);
     }
@@ -510,8 +522,11 @@ mod tests {
             .plan_create(&create("alpha", 1), 1, 2, 4096, 0)
             .unwrap();
         assert_eq!(
-            c.plan_create(&create("alpha", 1), 1, 2, 4096, 0).unwrap_err(),
-            proto::Error::TableExists { name: "alpha".into() }
+            c.plan_create(&create("alpha", 1), 1, 2, 4096, 0)
+                .unwrap_err(),
+            proto::Error::TableExists {
+                name: "alpha".into()
+            }
         );
         assert!(matches!(
             c.plan_delete("beta"),
@@ -532,19 +547,34 @@ mod tests {
             ["aaa", "bbb", "ccc"]
         );
         assert!(c.check_cores(2).is_ok());
-        assert!(matches!(c.check_cores(1), Err(CatalogError::CoreMissing { core: 1, .. })));
+        assert!(matches!(
+            c.check_cores(1),
+            Err(CatalogError::CoreMissing { core: 1, .. })
+        ));
         let broken = text.replace("next_partition_id = 7", "next_partition_id = 3");
-        assert!(matches!(Catalog::decode(&broken), Err(CatalogError::Invalid { .. })));
+        assert!(matches!(
+            Catalog::decode(&broken),
+            Err(CatalogError::Invalid { .. })
+        ));
     }
 
     #[test]
     fn list_pages_in_name_order() {
         let mut c = Catalog::default();
         for i in 0..5 {
-            c = c.plan_create(&create(&format!("t{i:02}"), 1), 1, 1, 4096, 0).unwrap().0;
+            c = c
+                .plan_create(&create(&format!("t{i:02}"), 1), 1, 1, 4096, 0)
+                .unwrap()
+                .0;
         }
-        assert_eq!(c.list(None, 2), (vec!["t00".into(), "t01".into()], Some("t01".into())));
-        assert_eq!(c.list(Some("t01"), 2), (vec!["t02".into(), "t03".into()], Some("t03".into())));
+        assert_eq!(
+            c.list(None, 2),
+            (vec!["t00".into(), "t01".into()], Some("t01".into()))
+        );
+        assert_eq!(
+            c.list(Some("t01"), 2),
+            (vec!["t02".into(), "t03".into()], Some("t03".into()))
+        );
         assert_eq!(c.list(Some("t03"), 2), (vec!["t04".into()], None));
         assert_eq!(c.list(Some("t04"), 0), (vec![], None));
     }

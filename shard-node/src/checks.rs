@@ -79,7 +79,10 @@ impl fmt::Display for CheckError {
                  this user in the io_uring group), and that no seccomp profile (docker's default, \
                  for one) blocks io_uring_setup"
             ),
-            CheckError::MemlockTooLow { limit_bytes, needed_bytes } => write!(
+            CheckError::MemlockTooLow {
+                limit_bytes,
+                needed_bytes,
+            } => write!(
                 f,
                 "the locked-memory limit is {limit_bytes} bytes but glommio needs about \
                  {needed_bytes} (3 x io_memory + ring memory, per core). Raise it: `ulimit -l \
@@ -152,7 +155,10 @@ pub fn memlock_needed_bytes(config: &Config) -> u64 {
 /// may lock without limit (root, or CAP_IPC_LOCK: the kernel then ignores the limit).
 pub fn check_memlock(config: &Config) -> Result<(), CheckError> {
     let needed_bytes = memlock_needed_bytes(config);
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit fills the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
         // Unknown: glommio will find out and say so; do not refuse on a guess.

@@ -395,11 +395,6 @@ pub enum ConfigError {
         /// The CPUs available.
         available: Vec<usize>,
     },
-    /// A CPU is listed twice.
-    DuplicateCore {
-        /// The CPU.
-        cpu: usize,
-    },
     /// More cores than [`CORES_MAX`].
     TooManyCores {
         /// How many were listed.
@@ -464,7 +459,6 @@ impl fmt::Display for ConfigError {
                 "CPU {cpu} is not available to this process (available: {available:?}); \
                  fix --cores or the process's CPU affinity"
             ),
-            ConfigError::DuplicateCore { cpu } => write!(f, "CPU {cpu} is listed twice in cores"),
             ConfigError::TooManyCores { count } => {
                 write!(f, "{count} cores configured; at most {CORES_MAX} are supported")
             }
@@ -500,7 +494,9 @@ pub fn parse_size(field: &'static str, text: &str) -> Result<u64, ConfigError> {
     let t = text.trim();
     let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     if digits_end == 0 {
-        return Err(bad("expected a number of bytes, optionally with KiB, MiB, GiB or TiB"));
+        return Err(bad(
+            "expected a number of bytes, optionally with KiB, MiB, GiB or TiB",
+        ));
     }
     let number: u64 = t[..digits_end]
         .parse()
@@ -579,7 +575,12 @@ fn range(field: &'static str, value: u64, min: u64, max: u64) -> Result<u64, Con
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(ConfigError::OutOfRange { field, value, min, max })
+        Err(ConfigError::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        })
     }
 }
 
@@ -616,8 +617,8 @@ impl Config {
     /// Merges flags (with their environment variables) over the file over the defaults,
     /// and validates the result.
     pub fn merge(cli: &Cli, file: &FileConfig, facts: &SystemFacts) -> Result<Config, ConfigError> {
-        let data_dir = pick(cli.data_dir.clone(), file.data_dir.clone())
-            .ok_or(ConfigError::MissingDataDir)?;
+        let data_dir =
+            pick(cli.data_dir.clone(), file.data_dir.clone()).ok_or(ConfigError::MissingDataDir)?;
         let listen_host = pick(cli.listen_host.clone(), file.listen_host.clone())
             .unwrap_or_else(|| LISTEN_HOST_DEFAULT.to_string());
         let port = pick(cli.port, file.port).unwrap_or(PORT_DEFAULT);
@@ -634,10 +635,9 @@ impl Config {
         if cores.len() > CORES_MAX {
             return Err(ConfigError::TooManyCores { count: cores.len() });
         }
-        for (i, &cpu) in cores.iter().enumerate() {
-            if cores[..i].contains(&cpu) {
-                return Err(ConfigError::DuplicateCore { cpu });
-            }
+        // A CPU may be listed twice: two executors then share it (tests of many cores on a
+        // small machine); the node warns at start-up, since they compete for one CPU.
+        for &cpu in &cores {
             if !facts.cpus.contains(&cpu) {
                 return Err(ConfigError::CoreNotAvailable {
                     cpu,
@@ -714,8 +714,7 @@ impl Config {
 
         let io_memory_bytes = range(
             "io_memory",
-            size("io_memory", &cli.io_memory, &file.io_memory)?
-                .unwrap_or(IO_MEMORY_BYTES_DEFAULT),
+            size("io_memory", &cli.io_memory, &file.io_memory)?.unwrap_or(IO_MEMORY_BYTES_DEFAULT),
             IO_MEMORY_BYTES_MIN,
             IO_MEMORY_BYTES_MAX,
         )?;
@@ -732,10 +731,18 @@ impl Config {
 
         let wal_default = wal::Config::default();
         let wal = WalKnobs {
-            segment_bytes: size("wal_segment_bytes", &cli.wal_segment_bytes, &file.wal_segment_bytes)?
-                .unwrap_or(wal_default.segment_bytes),
-            batch_bytes: size("wal_batch_bytes", &cli.wal_batch_bytes, &file.wal_batch_bytes)?
-                .map_or(wal_default.batch_bytes_target, |b| b as usize),
+            segment_bytes: size(
+                "wal_segment_bytes",
+                &cli.wal_segment_bytes,
+                &file.wal_segment_bytes,
+            )?
+            .unwrap_or(wal_default.segment_bytes),
+            batch_bytes: size(
+                "wal_batch_bytes",
+                &cli.wal_batch_bytes,
+                &file.wal_batch_bytes,
+            )?
+            .map_or(wal_default.batch_bytes_target, |b| b as usize),
             batches_in_flight: pick(cli.wal_batches_in_flight, file.wal_batches_in_flight)
                 .unwrap_or(wal_default.batches_in_flight_max),
             spare_segments: pick(cli.wal_spare_segments, file.wal_spare_segments)
@@ -778,8 +785,8 @@ impl Config {
         )? as usize;
         let background_shares = range(
             "background_shares",
-            pick(cli.background_shares, file.background_shares)
-                .unwrap_or(BACKGROUND_SHARES_DEFAULT) as u64,
+            pick(cli.background_shares, file.background_shares).unwrap_or(BACKGROUND_SHARES_DEFAULT)
+                as u64,
             1,
             1000,
         )? as usize;
@@ -850,17 +857,45 @@ impl Config {
         }
         line("wal_segment_bytes", self.wal.segment_bytes.to_string());
         line("wal_batch_bytes", self.wal.batch_bytes.to_string());
-        line("wal_batches_in_flight", self.wal.batches_in_flight.to_string());
+        line(
+            "wal_batches_in_flight",
+            self.wal.batches_in_flight.to_string(),
+        );
         line("wal_spare_segments", self.wal.spare_segments.to_string());
-        line("wal_tail_cache_bytes", self.wal.tail_cache_bytes.to_string());
-        line("checkpoint_interval_ms", self.checkpoint_interval_ms.to_string());
-        line("checkpoint_dirty_bytes", self.checkpoint_dirty_bytes.to_string());
-        line("checkpoint_slice_pages", self.checkpoint_slice_pages.to_string());
+        line(
+            "wal_tail_cache_bytes",
+            self.wal.tail_cache_bytes.to_string(),
+        );
+        line(
+            "checkpoint_interval_ms",
+            self.checkpoint_interval_ms.to_string(),
+        );
+        line(
+            "checkpoint_dirty_bytes",
+            self.checkpoint_dirty_bytes.to_string(),
+        );
+        line(
+            "checkpoint_slice_pages",
+            self.checkpoint_slice_pages.to_string(),
+        );
         line("background_shares", self.background_shares.to_string());
         line("raft_tick_ms", self.raft_tick_ms.to_string());
         line("page_size", self.page_size_bytes.to_string());
         line("node_id", self.node_id.to_string());
         out
+    }
+
+    /// CPUs that more than one core is pinned to.
+    pub fn shared_cpus(&self) -> Vec<usize> {
+        let mut shared: Vec<usize> = self
+            .cores
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| self.cores[..*i].contains(c))
+            .map(|(_, &c)| c)
+            .collect();
+        shared.dedup();
+        shared
     }
 
     /// Core indices: 0..cores.

@@ -83,10 +83,18 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
     let facts = SystemFacts::probe();
     let (cli, config) = match Config::from_args(args, &facts) {
         Ok(c) => c,
-        Err(crate::config::ConfigError::BadValue { field: "command line", reason, .. }) => {
+        Err(crate::config::ConfigError::BadValue {
+            field: "command line",
+            reason,
+            ..
+        }) => {
             // clap's own message (or --help / --version text).
             eprint!("{reason}");
-            return if reason.starts_with("error") { EXIT_CONFIG } else { EXIT_OK };
+            return if reason.starts_with("error") {
+                EXIT_CONFIG
+            } else {
+                EXIT_OK
+            };
         }
         Err(e) => {
             eprintln!("percore-node: {e}");
@@ -146,6 +154,10 @@ fn run_checked(config: Config) -> i32 {
         "starting"
     );
 
+    let shared = config.shared_cpus();
+    if !shared.is_empty() {
+        tracing::warn!(cpus = ?shared, "several cores are pinned to the same CPU: they will compete for it");
+    }
     let config = Arc::new(config);
     let (events_tx, events) = mpsc::channel();
     let recovered = Arc::new(Barrier::new(cores));
@@ -264,7 +276,10 @@ fn run_core(start: CoreStart) {
         Err(reason) => {
             recovered.fail();
             drained.fail();
-            CoreEvent::Failed { core: index, reason }
+            CoreEvent::Failed {
+                core: index,
+                reason,
+            }
         }
     });
 }

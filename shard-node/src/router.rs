@@ -41,7 +41,9 @@ pub const BATCH_GET_RESPONSE_BYTES_MAX: usize =
     proto::limits::FRAME_PAYLOAD_BYTES_MAX - proto::limits::FRAME_OVERHEAD_BYTES_MAX;
 
 const _: () = assert!(
-    2 * SCAN_PAGE_BYTES_TARGET + proto::limits::ITEM_BYTES_MAX + proto::limits::FRAME_OVERHEAD_BYTES_MAX
+    2 * SCAN_PAGE_BYTES_TARGET
+        + proto::limits::ITEM_BYTES_MAX
+        + proto::limits::FRAME_OVERHEAD_BYTES_MAX
         <= proto::limits::FRAME_PAYLOAD_BYTES_MAX
 );
 
@@ -67,6 +69,40 @@ fn check_schema(table: &TableEntry, key: &Key) -> Result<(), Error> {
     Ok(())
 }
 
+/// Cuts one partition's share of a batch write into runs whose `Command::Batch` encodes in
+/// at most `bytes_max` bytes (one WAL record), keeping the order. A single write always
+/// fits: an item is at most `ITEM_BYTES_MAX`, far below a record.
+fn chunk_writes(
+    share: Vec<(usize, proto::WriteOp)>,
+    bytes_max: usize,
+) -> Vec<Vec<(usize, proto::WriteOp)>> {
+    let mut chunks: Vec<Vec<(usize, proto::WriteOp)>> = Vec::new();
+    let mut current = Command::Batch { writes: Vec::new() };
+    let mut positions = Vec::new();
+    for (i, w) in share {
+        let Command::Batch { writes } = &mut current else {
+            unreachable!("built as a batch")
+        };
+        writes.push(w);
+        if writes.len() > 1 && current.encoded_len() > bytes_max {
+            let Command::Batch { writes } = &mut current else {
+                unreachable!("built as a batch")
+            };
+            let last = writes.pop().expect("just pushed");
+            chunks.push(positions.drain(..).zip(writes.drain(..)).collect());
+            writes.push(last);
+        }
+        positions.push(i);
+    }
+    let Command::Batch { writes } = current else {
+        unreachable!("built as a batch")
+    };
+    if !writes.is_empty() {
+        chunks.push(positions.into_iter().zip(writes).collect());
+    }
+    chunks
+}
+
 fn now_unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -79,7 +115,9 @@ impl Service for Shard {
         if let Err(e) = proto::validate(&request) {
             return Response::Error(e);
         }
-        self.route(request, false).await.unwrap_or_else(Response::Error)
+        self.route(request, false)
+            .await
+            .unwrap_or_else(Response::Error)
     }
 }
 
@@ -93,7 +131,11 @@ impl Shard {
                 addr: format!(
                     "{}:{}",
                     self.config.listen_host,
-                    self.config.core_ports.get(core as usize).copied().unwrap_or(0)
+                    self.config
+                        .core_ports
+                        .get(core as usize)
+                        .copied()
+                        .unwrap_or(0)
                 ),
             },
             epoch: 0,
@@ -133,7 +175,11 @@ impl Shard {
     }
 
     /// Serves a validated request (see the module doc). `forwarded`: it came over the mesh.
-    pub(crate) async fn route(self: &Rc<Self>, request: Request, forwarded: bool) -> Result<Response, Error> {
+    pub(crate) async fn route(
+        self: &Rc<Self>,
+        request: Request,
+        forwarded: bool,
+    ) -> Result<Response, Error> {
         let me = self.index;
         match request {
             Request::CreateTable(c) => {
@@ -144,7 +190,9 @@ impl Shard {
             }
             Request::DeleteTable { name } => {
                 if me != 0 {
-                    return self.forward(0, Request::DeleteTable { name }, forwarded).await;
+                    return self
+                        .forward(0, Request::DeleteTable { name }, forwarded)
+                        .await;
                 }
                 self.delete_table(name).await
             }
@@ -293,10 +341,12 @@ impl Shard {
         let t = catalog
             .table(&step.table)
             .ok_or_else(|| unknown_table(&step.table))?;
-        let p = t
-            .partitions
-            .get(step.partition as usize)
-            .ok_or_else(|| Error::invalid(format!("table {:?} has no partition {}", t.name, step.partition)))?;
+        let p = t.partitions.get(step.partition as usize).ok_or_else(|| {
+            Error::invalid(format!(
+                "table {:?} has no partition {}",
+                t.name, step.partition
+            ))
+        })?;
         if p.core != self.index {
             return Err(self.wrong_owner(p.core));
         }
@@ -316,7 +366,9 @@ impl Shard {
     async fn scan(self: &Rc<Self>, scan: proto::Scan, forwarded: bool) -> Result<Response, Error> {
         let (partitions, cores): (u32, Vec<u32>) = {
             let catalog = self.catalog();
-            let t = catalog.table(&scan.table).ok_or_else(|| unknown_table(&scan.table))?;
+            let t = catalog
+                .table(&scan.table)
+                .ok_or_else(|| unknown_table(&scan.table))?;
             (
                 t.partitions.len() as u32,
                 t.partitions.iter().map(|p| p.core).collect(),
@@ -379,7 +431,10 @@ impl Shard {
             }
             partition += 1;
             if partition == partitions {
-                return Ok(Response::ScanPage { items, resume: None });
+                return Ok(Response::ScanPage {
+                    items,
+                    resume: None,
+                });
             }
             if items.len() as u32 >= items_max
                 || bytes >= SCAN_PAGE_BYTES_TARGET
@@ -397,11 +452,17 @@ impl Shard {
     }
 
     /// Reads many keys: this core's directly, the others' through their cores, at once.
-    async fn batch_get(self: &Rc<Self>, batch: proto::BatchGet, forwarded: bool) -> Result<Response, Error> {
+    async fn batch_get(
+        self: &Rc<Self>,
+        batch: proto::BatchGet,
+        forwarded: bool,
+    ) -> Result<Response, Error> {
         let mut by_core: BTreeMap<u32, Vec<(Key, u64)>> = BTreeMap::new();
         {
             let catalog = self.catalog();
-            let t = catalog.table(&batch.table).ok_or_else(|| unknown_table(&batch.table))?;
+            let t = catalog
+                .table(&batch.table)
+                .ok_or_else(|| unknown_table(&batch.table))?;
             for key in batch.keys {
                 check_schema(t, &key)?;
                 let p = t.partitions[t.partition_of(&key.partition) as usize];
@@ -441,7 +502,13 @@ impl Shard {
         }
         for task in remote {
             match task.await {
-                (_, Ok(Response::BatchItems { items: i, unprocessed: u })) => {
+                (
+                    _,
+                    Ok(Response::BatchItems {
+                        items: i,
+                        unprocessed: u,
+                    }),
+                ) => {
                     items.extend(i);
                     unprocessed.extend(u);
                 }
@@ -468,13 +535,19 @@ impl Shard {
 
     /// Writes many items: one raft entry per partition (atomic within it), every partition
     /// and every core at once; outcomes in the request's order.
-    async fn batch_write(self: &Rc<Self>, batch: proto::BatchWrite, forwarded: bool) -> Result<Response, Error> {
+    async fn batch_write(
+        self: &Rc<Self>,
+        batch: proto::BatchWrite,
+        forwarded: bool,
+    ) -> Result<Response, Error> {
         let n = batch.writes.len();
         // (core, partition id) -> the positions and writes of its share.
         let mut groups: BTreeMap<(u32, u64), Vec<(usize, proto::WriteOp)>> = BTreeMap::new();
         {
             let catalog = self.catalog();
-            let t = catalog.table(&batch.table).ok_or_else(|| unknown_table(&batch.table))?;
+            let t = catalog
+                .table(&batch.table)
+                .ok_or_else(|| unknown_table(&batch.table))?;
             for (i, w) in batch.writes.into_iter().enumerate() {
                 check_schema(t, w.key())?;
                 let p = t.partitions[t.partition_of(&w.key().partition) as usize];
@@ -492,28 +565,41 @@ impl Shard {
                 remote.entry(core).or_default().extend(share);
                 continue;
             }
-            let shard = self.clone();
-            tasks.push(glommio::spawn_local(async move {
-                let (positions, writes): (Vec<usize>, Vec<proto::WriteOp>) = share.into_iter().unzip();
-                let outcome = match shard.local(id) {
-                    Ok(p) => p.replica.write(&Command::Batch { writes }).await,
-                    Err(e) => Err(e),
-                };
-                let outcome = match outcome {
-                    Ok(o) => WriteOutcome::Written { version: o.version },
-                    Err(e) => WriteOutcome::Failed(e),
-                };
-                positions.into_iter().map(|i| (i, outcome.clone())).collect()
-            }));
+            // A raft entry is one WAL record: a share larger than a record goes as several
+            // entries (each write stays atomic on its own, the batch never was).
+            let record_max =
+                self.wal.config().record_payload_bytes_max - partition::records::ENTRY_HEADER_BYTES;
+            for chunk in chunk_writes(share, record_max) {
+                let shard = self.clone();
+                tasks.push(glommio::spawn_local(async move {
+                    let (positions, writes): (Vec<usize>, Vec<proto::WriteOp>) =
+                        chunk.into_iter().unzip();
+                    let outcome = match shard.local(id) {
+                        Ok(p) => p.replica.write(&Command::Batch { writes }).await,
+                        Err(e) => Err(e),
+                    };
+                    let outcome = match outcome {
+                        Ok(o) => WriteOutcome::Written { version: o.version },
+                        Err(e) => WriteOutcome::Failed(e),
+                    };
+                    positions
+                        .into_iter()
+                        .map(|i| (i, outcome.clone()))
+                        .collect()
+                }));
+            }
         }
         for (core, share) in remote {
             let shard = self.clone();
             let table = batch.table.clone();
             tasks.push(glommio::spawn_local(async move {
-                let (positions, writes): (Vec<usize>, Vec<proto::WriteOp>) = share.into_iter().unzip();
+                let (positions, writes): (Vec<usize>, Vec<proto::WriteOp>) =
+                    share.into_iter().unzip();
                 let request = Request::BatchWrite(proto::BatchWrite { table, writes });
                 match shard.forward(core, request, false).await {
-                    Ok(Response::BatchWritten { outcomes }) if outcomes.len() == positions.len() => {
+                    Ok(Response::BatchWritten { outcomes })
+                        if outcomes.len() == positions.len() =>
+                    {
                         positions.into_iter().zip(outcomes).collect()
                     }
                     Ok(Response::Error(e)) | Err(e) => positions
@@ -521,7 +607,9 @@ impl Shard {
                         .map(|i| (i, WriteOutcome::Failed(e.clone())))
                         .collect(),
                     Ok(other) => {
-                        let e = Error::internal(format!("core {core} answered a batch write with {other:?}"));
+                        let e = Error::internal(format!(
+                            "core {core} answered a batch write with {other:?}"
+                        ));
                         positions
                             .into_iter()
                             .map(|i| (i, WriteOutcome::Failed(e.clone())))
@@ -539,8 +627,46 @@ impl Shard {
         Ok(Response::BatchWritten {
             outcomes: outcomes
                 .into_iter()
-                .map(|o| o.unwrap_or_else(|| WriteOutcome::Failed(Error::internal("a batch write lost track of a write"))))
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        WriteOutcome::Failed(Error::internal("a batch write lost track of a write"))
+                    })
+                })
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(i: usize, value_bytes: usize) -> (usize, proto::WriteOp) {
+        (
+            i,
+            proto::WriteOp::Put {
+                key: Key::simple(format!("k{i}")),
+                value: vec![0; value_bytes],
+            },
+        )
+    }
+
+    #[test]
+    fn chunks_fit_a_record_and_keep_every_write_in_order() {
+        let share: Vec<_> = (0..7).map(|i| put(i, 400 * 1024 - 16)).collect();
+        let chunks = chunk_writes(share, 1024 * 1024 - 14);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 2, 1]
+        );
+        let order: Vec<usize> = chunks.iter().flatten().map(|(i, _)| *i).collect();
+        assert_eq!(order, (0..7).collect::<Vec<_>>());
+        for c in &chunks {
+            let writes = c.iter().map(|(_, w)| w.clone()).collect();
+            assert!(Command::Batch { writes }.encoded_len() <= 1024 * 1024 - 14);
+        }
+        let small: Vec<_> = (0..25).map(|i| put(i, 10)).collect();
+        assert_eq!(chunk_writes(small, 1024 * 1024).len(), 1);
+        assert!(chunk_writes(Vec::new(), 100).is_empty());
     }
 }

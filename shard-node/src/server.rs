@@ -191,7 +191,9 @@ pub async fn accept_loop<S: Service>(
                 Err(ConnectionEnd::FramingLost(reason)) => {
                     tracing::warn!(%peer, %reason, "connection closed: framing lost")
                 }
-                Err(ConnectionEnd::Io(e)) => tracing::debug!(%peer, error = %e, "connection failed"),
+                Err(ConnectionEnd::Io(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection failed")
+                }
             }
             connections.closed();
         })
@@ -256,7 +258,9 @@ pub async fn serve_connection<S: Service>(
                     progressed = true;
                     let id = frame.header.request_id;
                     match proto::decode_request(&frame) {
-                        Err(e) => outbox.push(&proto::encode_response(id, &proto::Response::Error(e))),
+                        Err(e) => {
+                            outbox.push(&proto::encode_response(id, &proto::Response::Error(e)))
+                        }
                         Ok(request) => {
                             outbox.in_flight.set(outbox.in_flight.get() + 1);
                             let (service, outbox) = (service.clone(), outbox.clone());
@@ -306,7 +310,9 @@ pub async fn serve_connection<S: Service>(
         if written < writing.len() {
             match Pin::new(&mut stream).poll_write(cx, &writing[written..]) {
                 Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(ConnectionEnd::Io(std::io::ErrorKind::WriteZero.into())))
+                    return Poll::Ready(Err(ConnectionEnd::Io(
+                        std::io::ErrorKind::WriteZero.into(),
+                    )))
                 }
                 Poll::Ready(Ok(n)) => {
                     written += n;
@@ -317,7 +323,9 @@ pub async fn serve_connection<S: Service>(
             }
         }
 
-        let idle = outbox.in_flight.get() == 0 && written == writing.len() && outbox.bytes.borrow().is_empty();
+        let idle = outbox.in_flight.get() == 0
+            && written == writing.len()
+            && outbox.bytes.borrow().is_empty();
         if !reading && idle {
             return Poll::Ready(match lost.take() {
                 Some(e) => Err(ConnectionEnd::FramingLost(e)),

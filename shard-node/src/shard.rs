@@ -165,10 +165,12 @@ impl Shard {
             .map_err(|e| format!("recovering partition {} of {:?}: {e}", entry.id, table.name))?;
         let replica = Rc::new(replica);
         let driver = glommio::spawn_local(replica.clone().run());
-        replica
-            .ready()
-            .await
-            .map_err(|e| format!("partition {} of {:?} did not become ready: {e}", entry.id, table.name))?;
+        replica.ready().await.map_err(|e| {
+            format!(
+                "partition {} of {:?} did not become ready: {e}",
+                entry.id, table.name
+            )
+        })?;
         Ok(Rc::new(LocalPartition {
             id: entry.id,
             table: table.name.clone(),
@@ -183,8 +185,14 @@ impl Shard {
     /// Checkpoints a partition to the end, in slices, yielding between them.
     async fn checkpoint_fully(&self, p: &LocalPartition) -> Result<(), ReplicaError> {
         loop {
-            match p.replica.checkpoint_step(self.config.checkpoint_slice_pages).await? {
-                CheckpointStep::InProgress { .. } => glommio::executor().yield_task_queue_now().await,
+            match p
+                .replica
+                .checkpoint_step(self.config.checkpoint_slice_pages)
+                .await?
+            {
+                CheckpointStep::InProgress { .. } => {
+                    glommio::executor().yield_task_queue_now().await
+                }
                 CheckpointStep::Done { pages_written, .. } => {
                     if pages_written > 0 {
                         bump(&self.stats.checkpoints);
@@ -239,7 +247,11 @@ impl Shard {
             next.partitions_of_core(me).map(|(_, _, p)| p.id).collect();
         let gone: Vec<Rc<LocalPartition>> = {
             let mut parts = self.partitions.borrow_mut();
-            let ids: Vec<u64> = parts.keys().copied().filter(|id| !keep.contains(id)).collect();
+            let ids: Vec<u64> = parts
+                .keys()
+                .copied()
+                .filter(|id| !keep.contains(id))
+                .collect();
             ids.into_iter().filter_map(|id| parts.remove(&id)).collect()
         };
         for p in gone {
@@ -472,7 +484,11 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     let _ = events.send(CoreEvent::Listening { core: index });
 
     stop.wait().await;
-    tracing::info!(core = index, open = shard.connections.open(), "stop signal: draining");
+    tracing::info!(
+        core = index,
+        open = shard.connections.open(),
+        "stop signal: draining"
+    );
     shard.drain.start();
     for a in accepting {
         a.await;
@@ -489,7 +505,11 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     )
     .await;
     if !drained_in_time {
-        tracing::warn!(core = index, open = shard.connections.open(), "drain timed out; closing anyway");
+        tracing::warn!(
+            core = index,
+            open = shard.connections.open(),
+            "drain timed out; closing anyway"
+        );
     }
     // Peers may still forward their last requests here until they have drained too.
     let _ = drained.arrive_and_wait().await;
@@ -531,7 +551,11 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
 
 /// Opens every partition the catalog gives this core; removes tree files and releases WAL
 /// streams of partitions it does not name (left by a delete that crashed half-way).
-async fn recover(shard: &Rc<Shard>, catalog: Arc<Catalog>, tables_dir: &std::path::Path) -> Result<(), String> {
+async fn recover(
+    shard: &Rc<Shard>,
+    catalog: Arc<Catalog>,
+    tables_dir: &std::path::Path,
+) -> Result<(), String> {
     let me = shard.index;
     let on_core = catalog.partitions_of_core(me).count();
     for (table, index, _) in catalog.partitions_of_core(me) {
@@ -541,7 +565,8 @@ async fn recover(shard: &Rc<Shard>, catalog: Arc<Catalog>, tables_dir: &std::pat
     *shard.catalog.borrow_mut() = catalog.clone();
 
     let known: std::collections::HashSet<u64> = shard.partitions.borrow().keys().copied().collect();
-    let entries = std::fs::read_dir(tables_dir).map_err(|e| format!("listing {}: {e}", tables_dir.display()))?;
+    let entries = std::fs::read_dir(tables_dir)
+        .map_err(|e| format!("listing {}: {e}", tables_dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(id) = name.to_str().and_then(partition_id_of) else {
