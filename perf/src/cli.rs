@@ -633,7 +633,7 @@ fn run(args: RunArgs) -> Result<(), PerfError> {
         &args.connection,
         args.load_label
             .clone()
-            .unwrap_or_else(|| args.rate.to_string().replace("/s", "/s")),
+            .unwrap_or_else(|| args.rate.to_string()),
     );
     let mut generator = args.connection.start()?;
     let comment = format!("percore-perf run {} {}", labels.case, labels.load);

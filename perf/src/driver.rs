@@ -153,6 +153,9 @@ struct Plan {
     value_offset: usize,
 }
 
+/// The request a slot is waiting on: its kind, and whether it is measured.
+type InFlight = (OpKind, bool);
+
 /// One core's run, shared by its tasks.
 struct CoreRun<T> {
     target: Rc<T>,
@@ -169,8 +172,8 @@ struct CoreRun<T> {
     tickets: Tickets,
     chooser: RefCell<Chooser>,
     recorders: RefCell<Recorders>,
-    /// The kind each slot is waiting on, and whether that request is measured.
-    in_flight: Box<[Cell<Option<(OpKind, bool)>>]>,
+    /// What each slot is waiting on, if anything.
+    in_flight: Box<[Cell<Option<InFlight>>]>,
     bound_hits: Cell<u64>,
 }
 

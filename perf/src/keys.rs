@@ -457,9 +457,9 @@ mod tests {
         }
         let zetan = zeta(0, items, ZIPFIAN_CONSTANT, 0.0);
         // Ranks 0 and 1 are exact in Gray's method.
-        for rank in 0..2 {
+        for (rank, &count) in counts.iter().enumerate().take(2) {
             let expected = 1.0 / ((rank + 1) as f64).powf(ZIPFIAN_CONSTANT) / zetan;
-            let seen = counts[rank] as f64 / draws as f64;
+            let seen = count as f64 / draws as f64;
             assert!(
                 (seen - expected).abs() < 0.01,
                 "rank {rank}: {seen} vs {expected}"

@@ -188,6 +188,9 @@ fn requests_that_never_leave_or_never_return_are_errors() {
     assert_eq!(outcome.bound_hits, 196);
 }
 
+/// A key as the in-memory double stores it: partition key, sort key.
+type WireKey = (Vec<u8>, Vec<u8>);
+
 /// The shortest answer of the in-memory double: no latency can be shorter.
 const MEM_DELAY_US_MIN: u64 = 50;
 
@@ -197,7 +200,8 @@ const MEM_DELAY_US_MIN: u64 = 50;
 struct MemFactory;
 
 struct MemTarget {
-    items: RefCell<BTreeMap<(Vec<u8>, Vec<u8>), usize>>,
+    /// (partition key, sort key) → value size.
+    items: RefCell<BTreeMap<WireKey, usize>>,
     delay_step: Cell<u64>,
 }
 
@@ -207,7 +211,7 @@ impl MemTarget {
         self.delay_step.set(step.wrapping_add(7));
         glommio::timer::sleep(Duration::from_micros(MEM_DELAY_US_MIN + step % 500)).await;
     }
-    fn key(key: Key<'_>) -> (Vec<u8>, Vec<u8>) {
+    fn key(key: Key<'_>) -> WireKey {
         (
             key.partition.to_vec(),
             key.sort.unwrap_or_default().to_vec(),
