@@ -661,6 +661,7 @@ fn run(args: RunArgs) -> Result<(), PerfError> {
             rows,
             series,
             sweep: Vec::new(),
+            slo_p99_us: None,
             notes,
         };
         report::write_html(path, &html)?;
@@ -931,6 +932,7 @@ fn sweep(args: SweepArgs) -> Result<(), PerfError> {
                     )
                 })
                 .collect(),
+            slo_p99_us: Some(slo_p99_us),
             notes,
         };
         report::write_html(path, &html)?;

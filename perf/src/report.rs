@@ -341,6 +341,8 @@ pub struct HtmlReport {
     pub spectra: Vec<(String, Vec<(f64, u64)>)>,
     /// A sweep's steps, if the report is a sweep's: (target rate, achieved, p99 µs, passed).
     pub sweep: Vec<(f64, f64, u64, bool)>,
+    /// A sweep's SLO on the p99, drawn on its chart.
+    pub slo_p99_us: Option<u64>,
     /// Notes shown under the table (in-flight bound hits, the SLO verdict...).
     pub notes: Vec<String>,
 }
@@ -459,6 +461,8 @@ impl Axis {
 struct Series {
     name: String,
     points: Vec<(f64, f64)>,
+    /// Mark each point with a dot (few, meaningful points: sweep steps).
+    dots: bool,
 }
 
 /// Renders a line chart as inline SVG. `shade_until_x` greys the area left of it (warm-up).
@@ -552,6 +556,19 @@ fn svg_chart(
                 points.join(" "),
                 escape(&line.name)
             );
+            if line.dots {
+                for &(vx, vy) in &line.points {
+                    let _ = write!(
+                        svg,
+                        r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"><title>{}: {:.0}, {:.0}</title></circle>"#,
+                        px(vx),
+                        py(vy),
+                        escape(&line.name),
+                        vx,
+                        vy
+                    );
+                }
+            }
         }
         let legend_y = TOP + 14.0 + 18.0 * i as f64;
         let _ = write!(
@@ -645,15 +662,27 @@ td:first-child,th:first-child{{text-align:left}}.title{{font-size:15px;font-weig
         by_rate.sort_by(|a, b| a.0.total_cmp(&b.0));
         let max_rate = by_rate.iter().map(|s| s.0.max(s.1)).fold(1.0, f64::max);
         let p99s = by_rate.iter().map(|s| s.2.max(1) as f64);
-        let (low, high) = p99s.fold((f64::MAX, 1.0f64), |(l, h), v| (l.min(v), h.max(v)));
+        let slo = report.slo_p99_us.map(|us| us.max(1) as f64);
+        let (low, high) = p99s
+            .chain(slo)
+            .fold((f64::MAX, 1.0f64), |(l, h), v| (l.min(v), h.max(v)));
+        let mut lines = vec![Series {
+            name: "p99".to_owned(),
+            points: by_rate.iter().map(|s| (s.0, s.2.max(1) as f64)).collect(),
+            dots: true,
+        }];
+        if let Some(slo) = slo {
+            lines.push(Series {
+                name: "SLO".to_owned(),
+                points: vec![(0.0, slo), (max_rate * 1.05, slo)],
+                dots: false,
+            });
+        }
         let chart = svg_chart(
             "p99 latency by target rate",
             &Axis::linear(0.0, max_rate * 1.05, "target rate (ops/s)", ""),
             &Axis::latency(low, high, "p99 latency"),
-            &[Series {
-                name: "p99".to_owned(),
-                points: by_rate.iter().map(|s| (s.0, s.2.max(1) as f64)).collect(),
-            }],
+            &lines,
             None,
         );
         page.push_str(&chart);
@@ -681,6 +710,7 @@ td:first-child,th:first-child{{text-align:left}}.title{{font-size:15px;font-weig
                 .filter(|p| value(p) > 0)
                 .map(|p| (p.end_s, value(p) as f64))
                 .collect(),
+            dots: false,
         };
         page.push_str(&svg_chart(
             "Latency over time (per second, from each request's intended start)",
@@ -711,6 +741,7 @@ td:first-child,th:first-child{{text-align:left}}.title{{font-size:15px;font-weig
                         .iter()
                         .map(|p| (p.end_s, p.ops_per_s))
                         .collect(),
+                    dots: false,
                 },
                 Series {
                     name: "errors/s".to_owned(),
@@ -719,6 +750,7 @@ td:first-child,th:first-child{{text-align:left}}.title{{font-size:15px;font-weig
                         .iter()
                         .map(|p| (p.end_s, p.errors as f64))
                         .collect(),
+                    dots: false,
                 },
             ],
             Some(warmup_end),
@@ -753,6 +785,7 @@ td:first-child,th:first-child{{text-align:left}}.title{{font-size:15px;font-weig
                     .iter()
                     .map(|&(q, v)| (nines(q), v.max(1) as f64))
                     .collect(),
+                dots: false,
             })
             .collect();
         page.push_str(&svg_chart(
@@ -887,6 +920,7 @@ mod tests {
             series,
             spectra: HtmlReport::spectra_of(&kinds, &stats.total()),
             sweep: vec![(1000.0, 990.0, 500, true), (2000.0, 1500.0, 90_000, false)],
+            slo_p99_us: Some(10_000),
             notes: vec!["in-flight bound hit 0 times".into()],
         };
         let dir = std::env::temp_dir().join(format!("perf-html-{}", std::process::id()));
