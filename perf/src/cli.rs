@@ -215,7 +215,7 @@ pub struct MeasureArgs {
     /// The YCSB workload.
     #[arg(long, value_enum, default_value = "a")]
     pub workload: WorkloadArg,
-    /// How records are chosen [default: latest for workload d, zipfian for the others].
+    /// How records are chosen (default: latest for workload d, zipfian for the others).
     #[arg(long, value_enum)]
     pub distribution: Option<DistributionArg>,
     /// Seconds at the start whose requests are sent but not measured.
@@ -252,11 +252,11 @@ pub struct MeasureArgs {
     /// The JSON lines' `bench` field.
     #[arg(long, default_value = "node")]
     pub bench: String,
-    /// The JSON lines' `case` field [default: ycsb_<workload>].
+    /// The JSON lines' `case` field (default: `ycsb_` and the workload's letter).
     #[arg(long)]
     pub case: Option<String>,
-    /// The JSON lines' `setup` field: how the cores were shared [default: "load cores
-    /// <LIST>, <N> connections"].
+    /// The JSON lines' `setup` field: how the cores were shared (default: `load cores
+    /// LIST, N connections`).
     #[arg(long)]
     pub setup: Option<String>,
     /// No live line on stderr.
@@ -277,7 +277,7 @@ pub struct RunArgs {
     /// with the in-flight bound full (latency then runs from each request's send).
     #[arg(long, value_parser = parse_rate, default_value = "max")]
     rate: Rate,
-    /// The JSON line's `load` field [default: `max`, or the rate as `<N>/s`]; e.g. `50%`.
+    /// The JSON line's `load` field, e.g. `50%` (default: `max`, or the rate as `N/s`).
     #[arg(long)]
     load_label: Option<String>,
 }
@@ -327,7 +327,7 @@ pub struct LoadArgs {
     /// existing table is kept as it is.
     #[arg(long)]
     create_table: bool,
-    /// Partitions of the created table [default: the node's choice, two per core].
+    /// Partitions of the created table (default: the node's choice, two per core).
     #[arg(long, value_name = "N")]
     partitions: Option<u32>,
     /// Print one JSON line (`case` `load`, `ops_per_s` = records/s, latencies of the batch
@@ -337,7 +337,7 @@ pub struct LoadArgs {
     /// The JSON line's `bench` field.
     #[arg(long, default_value = "node")]
     bench: String,
-    /// The JSON line's `setup` field [default: "load cores <LIST>, <N> connections"].
+    /// The JSON line's `setup` field (default: `load cores LIST, N connections`).
     #[arg(long)]
     setup: Option<String>,
     /// No live line on stderr.

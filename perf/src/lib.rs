@@ -12,10 +12,15 @@
 //! that kept it.
 //!
 //! **What it never does.** It never talks to a store except through a [`target::Target`]
-//! (the real one wraps the `client` crate), never waits for an answer before sending the
-//! next due request (only the in-flight bound, a named constant, stops it, and then the wait
-//! is both counted and charged to the latencies), and never allocates or makes a system call
-//! of its own per request: on a 2-core machine it shares the cores with the node it measures.
+//! (the real one wraps the `client` crate), and never waits for an answer before sending the
+//! next due request: only the in-flight bound (a named constant, `--in-flight`) stops it,
+//! and then the wait is both counted and charged to the latencies. It never wakes once per
+//! request: the pacer wakes at most once per tick (200 µs by default) and lets out every
+//! request due within the next tick, so a tick's requests leave in one socket write per
+//! connection; a request let out early is timed from its send, one let out late from its
+//! intended start. Its own per-request path allocates nothing and makes no system call: on
+//! a 2-core machine it shares the cores with the node it measures. (The client's API takes
+//! owned keys and values, which costs the real target three small allocations a request.)
 //!
 //! **Why its own crate.** Load generation is a client of the store, not part of it: it must
 //! be runnable against any node (or, later, a router) from the outside, as a binary with a
