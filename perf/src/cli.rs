@@ -464,6 +464,16 @@ impl MeasureArgs {
         self.workload.into()
     }
 
+    /// Says on stderr when a setting makes the workload read less than it seems to.
+    fn warn(&self, records: &RecordArgs) {
+        if self.workload() == Workload::E && records.records_per_partition_key == 1 {
+            eprintln!(
+                "note: with --records-per-partition-key 1 every partition key holds one record, \
+                 so each scan of workload e reads one record; load and run with e.g. 100"
+            );
+        }
+    }
+
     fn distribution(&self) -> Distribution {
         self.distribution
             .map_or(self.workload().default_distribution(), Distribution::from)
@@ -628,6 +638,7 @@ fn run(args: RunArgs) -> Result<(), PerfError> {
     args.records.check()?;
     args.measure.check()?;
     let measure = &args.measure;
+    measure.warn(&args.records);
     let spec = measure.spec(&args.records, args.rate);
     let labels = measure.labels(
         &args.connection,
@@ -782,6 +793,7 @@ fn sweep(args: SweepArgs) -> Result<(), PerfError> {
         }
     };
     let measure = &args.measure;
+    measure.warn(&args.records);
     let slo_p99_us = (args.slo_p99_ms * 1_000.0).round() as u64;
     let mut generator = args.connection.start()?;
     let comment = format!("percore-perf sweep {}", measure.workload().case_name());
