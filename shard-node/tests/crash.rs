@@ -206,6 +206,7 @@ fn acknowledged_writes_survive_sigkill_under_load() {
         addrs.extend((0..node.ports.cores.len()).map(|i| node.core_addr(i)));
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(AtomicUsize::new(0));
+        let round_started = Instant::now();
         let loader = {
             let (stop, acks) = (stop.clone(), acks.clone());
             std::thread::spawn(move || load(addrs, round, stop, acks))
@@ -219,15 +220,19 @@ fn acknowledged_writes_survive_sigkill_under_load() {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
+        let loaded = round_started.elapsed();
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         node.kill();
         stop.store(true, Ordering::Relaxed);
         let rounds = loader.join().expect("the load thread");
         let round_acks = acks.load(Ordering::Relaxed);
         total_acks += round_acks;
+        let joined = round_started.elapsed();
 
         node.restart();
+        let restarted = round_started.elapsed();
         let found = read_back(&node);
+        let verified = round_started.elapsed();
 
         let mut failures = Vec::new();
         for (k, r) in &rounds {
@@ -294,8 +299,13 @@ fn acknowledged_writes_survive_sigkill_under_load() {
             .collect();
         eprintln!(
             "round {round}: killed {kill_after_ms} ms into the load after {round_acks} acks; \
-             every acknowledged write recovered ({:.1} s so far)",
-            started.elapsed().as_secs_f64()
+             every acknowledged write recovered ({:.1} s so far; first acks at {:?}, load \
+             stopped at {:?}, ready again at {:?}, verified at {:?})",
+            started.elapsed().as_secs_f64(),
+            loaded,
+            joined,
+            restarted,
+            verified
         );
     }
     assert!(total_acks >= KILL_AFTER_MS.len() * ACKS_BEFORE_COUNTDOWN);

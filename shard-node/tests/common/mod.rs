@@ -18,8 +18,14 @@ use std::time::{Duration, Instant};
 use client::blocking;
 
 /// How long a node may take to print its ready line (recovery included). Generous: the
-/// tests run in parallel on two shared cores.
-pub const READY_TIMEOUT_MS: u64 = 60_000;
+/// tests run in parallel on two shared cores, and recovery after a kill under load replays
+/// the WAL. (Starts and restarts take 0.1 to 0.7 s here.)
+pub const READY_TIMEOUT_MS: u64 = 20_000;
+
+/// Starts of one node before a test gives up: a start that hangs (see [`STARTS`]) is
+/// killed, reported on stderr, and tried again on the same data directory — which makes it
+/// one more crash point for recovery, not a way around one.
+pub const START_ATTEMPTS_MAX: u32 = 3;
 
 /// How long a stopping node (SIGTERM) may take to drain and exit before it is killed.
 pub const STOP_TIMEOUT_MS: u64 = 15_000;
@@ -30,8 +36,10 @@ pub const REQUEST_TIMEOUT_MS: u64 = 20_000;
 /// Serialises node start-ups within one test binary. When about ten nodes start at once
 /// on this 2-CPU machine, about one in ten never becomes ready: one core's executor sleeps
 /// in io_uring waiting for a completion during WAL open (both executors parked in
-/// `io_uring_enter`). Twenty starts one after another never hung. Until that is understood
-/// the tests start their nodes one at a time (and run them in parallel after that).
+/// `io_uring_enter`). One at a time it is rarer, but it still happens now and then (about
+/// one start in twenty while other glommio processes run on the same CPUs). Until that is
+/// understood the tests start their nodes one at a time (and run them in parallel after),
+/// and a start that hangs is tried again ([`START_ATTEMPTS_MAX`]).
 static STARTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The ports a node listens on: its shared port and each core's own.
@@ -113,6 +121,30 @@ impl Node {
         // One node of this test binary starts at a time: nodes started together (pinned to
         // the same CPUs) have been seen to hang in start-up (reported; see STARTS).
         let _one_start = STARTS.lock().unwrap_or_else(|p| p.into_inner());
+        for attempt in 1..=START_ATTEMPTS_MAX {
+            match Node::try_start(data_dir, ports.clone(), options.clone()) {
+                Ok(node) => return node,
+                Err(mut hung) => {
+                    let tail = hung.log_tail(20);
+                    hung.kill();
+                    assert!(
+                        attempt < START_ATTEMPTS_MAX,
+                        "percore-node was not ready within {READY_TIMEOUT_MS} ms, \
+                         {START_ATTEMPTS_MAX} times; its log:\n{tail}"
+                    );
+                    eprintln!(
+                        "WARNING: percore-node start {attempt} was not ready within \
+                         {READY_TIMEOUT_MS} ms (a known start-up hang); killed it, starting \
+                         again on the same data directory. Its log:\n{tail}"
+                    );
+                }
+            }
+        }
+        unreachable!("every attempt returns or asserts")
+    }
+
+    /// One start; the node, or the node that did not become ready in time (still running).
+    fn try_start(data_dir: &Path, ports: Ports, options: NodeOptions) -> Result<Node, Node> {
         std::fs::create_dir_all(data_dir).expect("create the data directory");
         let log_path = data_dir.parent().unwrap_or(Path::new("/tmp")).join(format!(
             "{}-node.log",
@@ -170,7 +202,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
         loop {
             match ready_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(()) => return node,
+                Ok(()) => return Ok(node),
                 Err(mpsc::RecvTimeoutError::Disconnected)
                 | Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -182,10 +214,7 @@ impl Node {
                 );
             }
             if Instant::now() > deadline {
-                panic!(
-                    "percore-node was not ready within {READY_TIMEOUT_MS} ms; its log:\n{}",
-                    node.log_tail(60)
-                );
+                return Err(node);
             }
         }
     }
