@@ -54,7 +54,8 @@ pub struct BatchItems {
 }
 
 /// A create-table request for a table with a partition key named `partition_key`, an
-/// optional sort key, on-demand capacity and the node's default partition count.
+/// optional sort key, on-demand capacity and `partitions` partitions (0: the node's
+/// default).
 pub fn create_table_request(
     name: &str,
     partition_key: &str,
