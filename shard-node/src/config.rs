@@ -76,9 +76,9 @@ pub const NODE_ID_DEFAULT: u64 = 1;
 ///
 /// Every flag can also be set by the environment variable shown, or in the TOML file given
 /// with --config (same names, with underscores). Flags win over variables, variables over
-/// the file, the file over the defaults.
+/// the file, the file over the defaults; a flag given twice takes its last value.
 #[derive(Parser, Debug, Clone, Default)]
-#[command(name = "percore-node", version, about, long_about = None)]
+#[command(name = "percore-node", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// The TOML configuration file.
     #[arg(long, env = "PERCORE_CONFIG")]

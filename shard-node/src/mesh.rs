@@ -10,7 +10,9 @@
 //! The mesh is built by hand rather than with glommio's `MeshBuilder`, whose peer numbers
 //! follow glommio's executor ids rather than our core indices; the connect trap (pitfall 6:
 //! each end's `connect()` waits for the other) is avoided the same way glommio's builder
-//! does, by connecting every end concurrently.
+//! does, by connecting every end concurrently. A connect waiting for its peer is woken only
+//! when its reactor next wakes for something else; the core's keep-alive timer
+//! ([`crate::shard::REACTOR_KEEPALIVE_US`]) makes sure it does.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -25,9 +27,6 @@ use glommio::channels::shared_channel::{
 use crate::catalog::Catalog;
 use crate::limits::MESH_CHANNEL_MESSAGES_MAX;
 use crate::oneshot;
-
-/// How often a connecting core looks whether its peers have connected their ends.
-const MESH_CONNECT_POLL_MS: u64 = 1;
 
 /// A scan step over one partition, run by the core that owns it.
 #[derive(Debug, Clone)]
@@ -147,20 +146,6 @@ impl MeshPorts {
     /// Connects every end concurrently (each end's connect waits for its peer's), on the
     /// core's executor. Returns the core's [`Mesh`] and its receivers, by peer.
     pub async fn connect(self) -> (Rc<Mesh>, Vec<(u32, ConnectedReceiver<Envelope>)>) {
-        // A connect that waits for its peer is woken only when this executor's reactor
-        // next looks at its shared channels, which it does when something else wakes it: an
-        // executor asleep with nothing else to do would wait for ever (found when a restarted
-        // node's second core never left its connect). A 1 ms timer keeps it looking.
-        let connecting = Rc::new(Cell::new(true));
-        let poker = {
-            let connecting = connecting.clone();
-            glommio::spawn_local(async move {
-                while connecting.get() {
-                    glommio::timer::sleep(std::time::Duration::from_millis(MESH_CONNECT_POLL_MS))
-                        .await;
-                }
-            })
-        };
         let senders: Vec<_> = self
             .senders
             .into_iter()
@@ -183,8 +168,6 @@ impl MeshPorts {
         for (i, task) in receivers {
             connected_receivers.push((i, task.await.expect("a connect task runs to completion")));
         }
-        connecting.set(false);
-        poker.await;
         let mesh = Rc::new(Mesh {
             me: self.me,
             senders: connected_senders,

@@ -49,6 +49,8 @@ pub enum CoreEvent {
         /// The core index.
         core: u32,
     },
+    /// A stop signal reached the main thread (sent by its watcher, not by a core).
+    StopSignal,
     /// The core failed; the node must stop.
     Failed {
         /// The core index.
@@ -138,7 +140,8 @@ fn run_checked(config: Config) -> i32 {
         }
     };
     let cores = config.core_count();
-    let stops = match signals::register(cores) {
+    // One pipe per core, and one for the main thread's watcher.
+    let mut stops = match signals::register(cores + 1) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("percore-node: cannot register signal handlers: {e}");
@@ -160,6 +163,20 @@ fn run_checked(config: Config) -> i32 {
     }
     let config = Arc::new(config);
     let (events_tx, events) = mpsc::channel();
+    let main_stop = stops.pop().expect("one pipe per core and one for main");
+    {
+        let events = events_tx.clone();
+        let watcher = std::thread::Builder::new()
+            .name("stop-watcher".into())
+            .spawn(move || {
+                main_stop.wait_blocking();
+                let _ = events.send(CoreEvent::StopSignal);
+            });
+        if let Err(e) = watcher {
+            eprintln!("percore-node: cannot start the signal watcher: {e}");
+            return EXIT_FAILED;
+        }
+    }
     let recovered = Arc::new(Barrier::new(cores));
     let drained = Arc::new(Barrier::new(cores));
     let mut threads = Vec::with_capacity(cores);
@@ -188,13 +205,15 @@ fn run_checked(config: Config) -> i32 {
         }
     }
     drop(events_tx);
+    let mut ready = false;
 
     let mut listening = 0;
     let mut stopped = 0;
     let mut failure: Option<String> = None;
-    // Every core sends Stopped or Failed exactly once; the channel closes when all threads
-    // have ended.
-    while let Ok(event) = events.recv() {
+    // Every core sends Stopped or Failed exactly once.
+    let mut ended = 0;
+    while ended < cores {
+        let Ok(event) = events.recv() else { break };
         match event {
             CoreEvent::Recovered { core, partitions } => {
                 tracing::info!(core, partitions, "core recovered")
@@ -203,6 +222,7 @@ fn run_checked(config: Config) -> i32 {
                 tracing::debug!(core, "core listening");
                 listening += 1;
                 if listening == cores && failure.is_none() {
+                    ready = true;
                     use std::io::Write;
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "percore-node ready port={}", config.port);
@@ -210,12 +230,23 @@ fn run_checked(config: Config) -> i32 {
                     tracing::info!(port = config.port, core_ports = ?config.core_ports, "ready");
                 }
             }
+            CoreEvent::StopSignal if !ready && failure.is_none() => {
+                // Nothing has been served, so nothing needs draining; recovery may be deep
+                // in I/O that cannot be cancelled. Leaving now is as safe as a crash at
+                // this point, which recovery is built for, and an operator's stop must
+                // not wait for a slow (or stuck) start-up.
+                tracing::warn!("stop signal during start-up: exiting without serving");
+                return EXIT_OK;
+            }
+            CoreEvent::StopSignal => {}
             CoreEvent::Stopped { core } => {
                 tracing::debug!(core, "core stopped");
                 stopped += 1;
+                ended += 1;
             }
             CoreEvent::Failed { core, reason } => {
                 tracing::error!(core, %reason, "core failed");
+                ended += 1;
                 eprintln!("percore-node: core {core} failed: {reason}");
                 if failure.is_none() {
                     failure = Some(reason);

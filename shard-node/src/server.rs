@@ -76,19 +76,38 @@ impl Drain {
         self.waiters.borrow_mut().remove(&id);
     }
 
-    /// Resolves once draining has started.
-    pub async fn started(&self) {
-        let id = self.id();
-        poll_fn(|cx| {
-            if self.is_draining() {
-                self.unwatch(id);
-                Poll::Ready(())
-            } else {
-                self.watch(id, cx.waker());
-                Poll::Pending
-            }
-        })
-        .await
+    /// Resolves once draining has started. Dropping it before then forgets its waker (an
+    /// accept that wins the race drops one per connection).
+    pub fn started(&self) -> DrainStarted<'_> {
+        DrainStarted {
+            drain: self,
+            id: self.id(),
+        }
+    }
+}
+
+/// The future of [`Drain::started`].
+pub struct DrainStarted<'a> {
+    drain: &'a Drain,
+    id: u64,
+}
+
+impl Future for DrainStarted<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.drain.is_draining() {
+            Poll::Ready(())
+        } else {
+            self.drain.watch(self.id, cx.waker());
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for DrainStarted<'_> {
+    fn drop(&mut self) {
+        self.drain.unwatch(self.id);
     }
 }
 
@@ -244,6 +263,7 @@ pub async fn serve_connection<S: Service>(
     let mut reading = true;
     let mut lost: Option<proto::FramingLost> = None;
     let drain_id = drain.id();
+    let mut watching = false;
 
     let result = poll_fn(|cx| loop {
         let mut progressed = false;
@@ -334,8 +354,10 @@ pub async fn serve_connection<S: Service>(
         }
         if !progressed {
             *outbox.waker.borrow_mut() = Some(cx.waker().clone());
-            if reading {
+            if reading && !watching {
+                // A task's waker stays valid for the task's life: register it once.
                 drain.watch(drain_id, cx.waker());
+                watching = true;
             }
             return Poll::Pending;
         }

@@ -39,6 +39,19 @@ use crate::server::{self, Connections, Drain};
 /// request task gets the core back. 1 ms keeps a checkpoint slice from showing in the p99.
 pub const PREEMPT_TIMER_MS: u64 = 1;
 
+/// The period of each core's keep-alive timer, which wakes its reactor even when nothing
+/// else would.
+///
+/// Found here (kernel 6.18, glommio 0.9): with several processes doing disk I/O at once, a
+/// sleeping executor sometimes does not wake for a completion that did arrive (compare
+/// upstream glommio #326 and #494). A stand-alone reproducer (6 processes, one executor
+/// each, zero-filling WAL segments like `Wal::open`) hung 7 times in 24 runs without the
+/// timer and never in 30 with it. The timer wakes the reactor, which then reaps every ring,
+/// so such a miss costs at most this long; a busy core never sleeps, so it costs only idle
+/// wake-ups. (A second stall, where the kernel never completes a request at all, is not
+/// cured by this: see the report in DESIGN.md's known gaps.)
+pub const REACTOR_KEEPALIVE_US: u64 = 1000;
+
 /// How often the checkpointer looks at its partitions when nothing is due.
 const CHECKPOINT_POLL_MS: u64 = 20;
 
@@ -366,8 +379,21 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     } = start;
     let cores = config.core_count() as u32;
 
+    // Before anything else: see REACTOR_KEEPALIVE_US.
+    let keepalive_stop = Rc::new(Cell::new(false));
+    let keepalive = {
+        let stop = keepalive_stop.clone();
+        glommio::spawn_local(async move {
+            while !stop.get() {
+                glommio::timer::sleep(Duration::from_micros(REACTOR_KEEPALIVE_US)).await;
+            }
+        })
+    };
+
     // The mesh first: each end's connect waits for its peer's, so every core must reach it.
+    tracing::debug!(core = index, "connecting the mesh");
     let (mesh, receivers) = mesh.connect().await;
+    tracing::debug!(core = index, "mesh connected");
 
     // Pitfall 1: a non-empty file is opened first on this executor, before any tree or WAL.
     let dir = core_dir(&config, index);
@@ -380,6 +406,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     make_dir(&wal_dir).await?;
     make_dir(&tables_dir).await?;
 
+    tracing::debug!(core = index, "data directory primed; opening the WAL");
     let device = DmaBlockDevice::open(&wal_dir)
         .await
         .map_err(|e| format!("opening the WAL directory {}: {e}", wal_dir.display()))?;
@@ -535,6 +562,8 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         failure.get_or_insert(format!("the WAL failed: {e}"));
     }
     mesh.close();
+    keepalive_stop.set(true);
+    keepalive.await;
     tracing::info!(
         core = index,
         requests = shard.stats.requests.get(),

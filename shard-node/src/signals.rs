@@ -36,6 +36,15 @@ pub fn register(cores: usize) -> io::Result<Vec<StopPipe>> {
 }
 
 impl StopPipe {
+    /// Blocks the calling thread until a stop signal arrives (for the main thread).
+    pub fn wait_blocking(self) {
+        use std::io::Read;
+        // SAFETY: `fd` came from `into_raw_fd` of a socket this value owns alone.
+        let mut stream = unsafe { UnixStream::from_raw_fd(self.fd) };
+        let mut byte = [0u8; 1];
+        let _ = stream.read(&mut byte);
+    }
+
     /// Resolves when a stop signal arrives. Runs on the core's executor.
     pub async fn wait(self) {
         // SAFETY: `fd` came from `into_raw_fd` of a socket this value owns alone.

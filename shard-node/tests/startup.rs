@@ -332,7 +332,15 @@ fn print_config_shows_flag_over_env_over_file_precedence() {
     .unwrap();
     let file = file.to_str().unwrap();
     let o = run(
-        &["--config", file, "--port", "9500", "--print-config"],
+        &[
+            "--config",
+            file,
+            "--port",
+            "9999",
+            "--port",
+            "9500",
+            "--print-config",
+        ],
         &[("PERCORE_PORT", "9400"), ("PERCORE_LOG_LEVEL", "debug")],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -343,7 +351,10 @@ fn print_config_shows_flag_over_env_over_file_precedence() {
         &facts(),
     )
     .unwrap();
-    assert_eq!(c.port, 9500, "the flag beats the variable");
+    assert_eq!(
+        c.port, 9500,
+        "the flag beats the variable; the last of two flags wins"
+    );
     assert_eq!(c.log_level, "debug", "the variable beats the file");
     assert_eq!(c.partitions_per_core, 3, "the file beats the default");
     assert_eq!(c.data_dir, Path::new("/file"));
@@ -474,4 +485,19 @@ fn tables_and_items_survive_a_clean_restart() {
     drop(c);
     let (status, _) = node.stop();
     assert!(status.success());
+}
+
+#[test]
+fn sigterm_during_start_up_exits_0_without_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (port, core_ports) = free_ports(2);
+    // Default-sized WAL segments: zero-filling them keeps the node busy starting up.
+    let mut command = node_command(&data, port, &core_ports);
+    command.args(["--wal-segment-bytes", "64MiB", "--wal-spare-segments", "2"]);
+    let node = Node::spawn(command, port, &data.with_extension("log"));
+    std::thread::sleep(Duration::from_millis(30));
+    let (status, took) = node.stop();
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
