@@ -144,7 +144,7 @@ impl Node {
     }
 
     /// One start; the node, or the node that did not become ready in time (still running).
-    fn try_start(data_dir: &Path, ports: Ports, options: NodeOptions) -> Result<Node, Node> {
+    fn try_start(data_dir: &Path, ports: Ports, options: NodeOptions) -> Result<Node, Box<Node>> {
         std::fs::create_dir_all(data_dir).expect("create the data directory");
         let log_path = data_dir.parent().unwrap_or(Path::new("/tmp")).join(format!(
             "{}-node.log",
@@ -214,7 +214,7 @@ impl Node {
                 );
             }
             if Instant::now() > deadline {
-                return Err(node);
+                return Err(Box::new(node));
             }
         }
     }
