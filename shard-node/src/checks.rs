@@ -11,6 +11,10 @@
 //!    ([`check_direct_io`]): tmpfs, for one, does not.
 //! 4. No other node uses the data directory ([`DataDirLock`]): two nodes of one user on one
 //!    port would silently share it through SO_REUSEPORT (pitfall 7) and both write one WAL.
+//! 5. No other process listens on the node's ports ([`check_ports_free`]): glommio binds with
+//!    SO_REUSEPORT, so a node on another data directory but the same port would otherwise
+//!    silently receive half of this node's connections (pitfall 7 again; found when a
+//!    forgotten node answered "table exists" for a table on a fresh node).
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -60,6 +64,13 @@ pub enum CheckError {
         /// The OS error.
         error: io::Error,
     },
+    /// Another process listens on one of the node's ports.
+    PortInUse {
+        /// `host:port`.
+        addr: String,
+        /// The OS error.
+        error: io::Error,
+    },
     /// Another process holds the data directory's lock.
     Locked {
         /// The lock file.
@@ -101,6 +112,12 @@ impl fmt::Display for CheckError {
                  directory on ext4 or xfs",
                 path.display()
             ),
+            CheckError::PortInUse { addr, error } => write!(
+                f,
+                "cannot use {addr}: {error}. Another process (another percore-node?) listens \
+                 there; with SO_REUSEPORT it would take part of this node's connections. Stop \
+                 it or choose other ports (--port, --core-ports)"
+            ),
             CheckError::Locked { path, holder } => write!(
                 f,
                 "the data directory is in use: {} is locked by another process ({holder}). \
@@ -123,7 +140,87 @@ pub fn run_all(config: &Config) -> Result<DataDirLock, CheckError> {
     })?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
     check_direct_io(&config.data_dir)?;
+    check_ports_free(config)?;
     Ok(lock)
+}
+
+/// How long one port probe waits for a connection to be accepted. A local listener
+/// answers in microseconds; a remote address that drops packets must not stall start-up.
+const PORT_PROBE_TIMEOUT_MS: u64 = 200;
+
+/// How long start-up waits for a port to stop accepting before it refuses. A node killed
+/// with SIGKILL keeps its listening socket alive (and accepting into its backlog) until the
+/// kernel has torn its io_uring rings down, which it does asynchronously: a restart right
+/// after a kill finds the port busy for a moment (found by the SIGKILL test).
+pub const PORT_RELEASE_WAIT_MS: u64 = 5_000;
+
+/// Pause between two probes while waiting.
+const PORT_RELEASE_POLL_MS: u64 = 50;
+
+/// Refuses if something keeps accepting connections on one of the node's ports, before the
+/// node has bound them, for [`PORT_RELEASE_WAIT_MS`].
+///
+/// A connection attempt, not a bind: a bind would also fail on the connected sockets a
+/// killed node leaves behind on its port, which take no connections and must not stop a
+/// restart. A process that starts listening between this probe and the executors' binds is
+/// not caught.
+pub fn check_ports_free(config: &Config) -> Result<(), CheckError> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(PORT_RELEASE_WAIT_MS);
+    let mut waited = false;
+    loop {
+        match busy_port(config) {
+            None => return Ok(()),
+            Some(addr) if std::time::Instant::now() >= deadline => {
+                return Err(CheckError::PortInUse {
+                    addr,
+                    error: io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("a process still accepts connections there after {PORT_RELEASE_WAIT_MS} ms"),
+                    ),
+                })
+            }
+            Some(addr) => {
+                if !waited {
+                    tracing::warn!(%addr, "a process accepts connections on this node's port; waiting for it to go");
+                    waited = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(PORT_RELEASE_POLL_MS));
+            }
+        }
+    }
+}
+
+/// The first of the node's addresses that accepts a connection now.
+fn busy_port(config: &Config) -> Option<String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+    for port in std::iter::once(config.port).chain(config.core_ports.iter().copied()) {
+        let addr = format!("{}:{port}", config.listen_host);
+        // Unresolvable: the executors' bind will say so.
+        let targets: Vec<SocketAddr> = addr
+            .to_socket_addrs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        for mut target in targets {
+            if target.ip().is_unspecified() {
+                target.set_ip(match target.ip() {
+                    IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                });
+            }
+            let timeout = std::time::Duration::from_millis(PORT_PROBE_TIMEOUT_MS);
+            match std::net::TcpStream::connect_timeout(&target, timeout) {
+                // Accepted: a listener. Timed out: a listener whose backlog is full (it
+                // drops the handshake instead of refusing it).
+                Ok(_) => return Some(addr),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Some(addr),
+                // Refused: nothing listens. Anything else (unreachable...): the bind
+                // will say what is wrong.
+                Err(_) => {}
+            }
+        }
+    }
+    None
 }
 
 /// Sets up (and tears down) one io_uring with the raw system call, the way glommio will.

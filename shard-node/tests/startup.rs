@@ -501,3 +501,61 @@ fn sigterm_during_start_up_exits_0_without_waiting_for_it() {
     assert_eq!(status.code(), Some(0));
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+#[test]
+fn a_port_another_process_listens_on_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Another process's listener, with SO_REUSEPORT as glommio sets it: without the check
+    // the node would bind beside it and share its connections.
+    let squatter =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    {
+        use std::os::unix::io::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on a socket we own, with a c_int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                squatter.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEPORT,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+    }
+    squatter
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    squatter.listen(8).unwrap();
+    let port = squatter.local_addr().unwrap().as_socket().unwrap().port();
+    let (_, core_ports) = free_ports(1);
+    let started = Instant::now();
+    let mut child = node_command(&dir.path().join("data"), port, &core_ports)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It waits PORT_RELEASE_WAIT_MS for the port to go quiet, then refuses.
+    let limit = Duration::from_millis(shard_node::checks::PORT_RELEASE_WAIT_MS + 10_000);
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node did not refuse a port another process listens on");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        stderr(&o)
+    );
+}
