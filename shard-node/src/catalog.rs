@@ -559,6 +559,27 @@ mod tests {
     }
 
     #[test]
+    fn hash_ranges_tile_the_space_and_agree_with_partition_of() {
+        for n in [1u32, 2, 3, 7, 64] {
+            let (_, t) = Catalog::default()
+                .plan_create(&create("tiles", n), 2, 2, 4096, 0)
+                .unwrap();
+            assert_eq!(*t.hash_range(0).start(), 0);
+            assert_eq!(*t.hash_range(n - 1).end(), u128::MAX);
+            for i in 1..n {
+                assert_eq!(*t.hash_range(i).start(), t.hash_range(i - 1).end() + 1);
+            }
+            for k in 0..200u32 {
+                let key = format!("key-{k}");
+                let i = t.partition_of(key.as_bytes());
+                assert!(t
+                    .hash_range(i)
+                    .contains(&proto::partition_key_hash(key.as_bytes())));
+            }
+        }
+    }
+
+    #[test]
     fn list_pages_in_name_order() {
         let mut c = Catalog::default();
         for i in 0..5 {
