@@ -572,6 +572,21 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         forwarded_out = shard.stats.forwarded_out.get(),
         forwarded_in = shard.stats.forwarded_in.get(),
         checkpoints = shard.stats.checkpoints.get(),
+        wal_records = wal.stats().records_appended,
+        wal_batches = wal.stats().batches_written,
+        wal_bytes = wal.stats().bytes_written,
+        readies = shard
+            .partitions
+            .borrow()
+            .values()
+            .map(|p| p.replica.stats().readies)
+            .sum::<u64>(),
+        apply_batches = shard
+            .partitions
+            .borrow()
+            .values()
+            .map(|p| p.replica.stats().apply_batches)
+            .sum::<u64>(),
         "core stopped"
     );
     match failure {
