@@ -304,6 +304,9 @@ impl Shard {
         while !self.stopping.get() {
             glommio::timer::sleep(period).await;
             let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            // Dirty pages are pinned in the cache: never let them fill more than half of it.
+            let dirty_max = (self.config.checkpoint_dirty_bytes)
+                .min(self.partition_cache_bytes(parts.len().max(1)) as u64 / 2);
             for p in parts {
                 p.replica.tick();
             }
@@ -321,11 +324,14 @@ impl Shard {
         while !self.stopping.get() {
             glommio::timer::sleep(poll).await;
             let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
+            // Dirty pages are pinned in the cache: never let them fill more than half of it.
+            let dirty_max = (self.config.checkpoint_dirty_bytes)
+                .min(self.partition_cache_bytes(parts.len().max(1)) as u64 / 2);
             for p in parts {
                 if self.stopping.get() {
                     break;
                 }
-                let due = p.replica.dirty_bytes() >= self.config.checkpoint_dirty_bytes
+                let due = p.replica.dirty_bytes() >= dirty_max
                     || p.last_checkpoint.get().elapsed() >= interval;
                 if !due || p.replica.failure().is_some() {
                     continue;
