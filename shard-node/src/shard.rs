@@ -304,9 +304,6 @@ impl Shard {
         while !self.stopping.get() {
             glommio::timer::sleep(period).await;
             let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
-            // Dirty pages are pinned in the cache: never let them fill more than half of it.
-            let dirty_max = (self.config.checkpoint_dirty_bytes)
-                .min(self.partition_cache_bytes(parts.len().max(1)) as u64 / 2);
             for p in parts {
                 p.replica.tick();
             }
@@ -325,7 +322,9 @@ impl Shard {
             glommio::timer::sleep(poll).await;
             let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
             // Dirty pages are pinned in the cache: never let them fill more than half of it.
-            let dirty_max = (self.config.checkpoint_dirty_bytes)
+            let dirty_max = self
+                .config
+                .checkpoint_dirty_bytes
                 .min(self.partition_cache_bytes(parts.len().max(1)) as u64 / 2);
             for p in parts {
                 if self.stopping.get() {
