@@ -300,6 +300,8 @@ impl<S: PageStore> Tree<S> {
             pending_ids: Default::default(),
             live: BTreeMap::from([(0, 1)]),
             reclaim_due: false,
+            reclaim_cursor: 0,
+            reclaim_again: false,
             evict_skip_until: 0,
             evict_scans: 0,
             dirty: Default::default(),
