@@ -867,8 +867,7 @@ impl<S: PageStore> Tree<S> {
 
     async fn checkpoint_step_inner(&mut self, budget: usize) -> Result<CheckpointProgress, Error> {
         if self.ckpt.is_none() {
-            let nothing = self.sh.st.borrow().dirty.is_empty() && self.root == self.durable_root;
-            if nothing && !self.force_ckpt {
+            if self.nothing_to_checkpoint() {
                 let page_count = self.sh.store.page_count();
                 return Ok(CheckpointProgress::Done(CheckpointStats {
                     txn: 0,
@@ -908,6 +907,13 @@ impl<S: PageStore> Tree<S> {
         }
     }
 
+    /// Whether a checkpoint would write nothing: no dirty page, the durable root is current,
+    /// and none is forced.
+    fn nothing_to_checkpoint(&self) -> bool {
+        let clean = self.sh.st.borrow().dirty.is_empty() && self.root == self.durable_root;
+        clean && !self.force_ckpt
+    }
+
     /// Starts a checkpoint of the tree as of now and hands its I/O to a [`CheckpointJob`]
     /// that runs without the tree, so that writes go on while its pages are written (a
     /// stepped checkpoint holds `&mut Tree` across its writes). `None` if there is nothing
@@ -918,8 +924,7 @@ impl<S: PageStore> Tree<S> {
         if self.job_out || self.ckpt.is_some() {
             return Err(Error::CheckpointBusy);
         }
-        let nothing = self.sh.st.borrow().dirty.is_empty() && self.root == self.durable_root;
-        if nothing && !self.force_ckpt {
+        if self.nothing_to_checkpoint() {
             return Ok(None);
         }
         self.force_ckpt = false;

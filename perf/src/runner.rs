@@ -262,17 +262,11 @@ impl Generator {
         spec: &RunSpec,
         on_interval: &mut dyn FnMut(&Interval),
     ) -> Result<RunOutcome, PerfError> {
-        let start = Instant::now() + Duration::from_millis(START_DELAY_MS);
         let shared = Arc::new(spec.clone());
-        for core_index in 0..self.core_count() {
-            self.send(
-                core_index,
-                Command::Run {
-                    spec: shared.clone(),
-                    start,
-                },
-            )?;
-        }
+        self.start_all(|start| Command::Run {
+            spec: shared.clone(),
+            start,
+        })?;
         let warmup_s = spec.warmup.as_secs_f64();
         let outcomes = self.collect(warmup_s, on_interval)?;
         let mut stats = OpStats::default();
@@ -298,17 +292,11 @@ impl Generator {
         spec: &LoadSpec,
         on_interval: &mut dyn FnMut(&Interval),
     ) -> Result<LoadOutcome, PerfError> {
-        let start = Instant::now() + Duration::from_millis(START_DELAY_MS);
         let shared = Arc::new(spec.clone());
-        for core_index in 0..self.core_count() {
-            self.send(
-                core_index,
-                Command::Load {
-                    spec: shared.clone(),
-                    start,
-                },
-            )?;
-        }
+        self.start_all(|start| Command::Load {
+            spec: shared.clone(),
+            start,
+        })?;
         let outcomes = self.collect(0.0, on_interval)?;
         let mut batches = OpStats::default();
         let mut records = 0;
@@ -323,6 +311,16 @@ impl Generator {
             records,
             elapsed_s: until_ns as f64 / 1e9,
         })
+    }
+
+    /// Sends every core the command made for one common start instant, a little ahead so
+    /// that every core begins its schedule at the same moment.
+    fn start_all(&mut self, command: impl Fn(Instant) -> Command) -> Result<(), PerfError> {
+        let start = Instant::now() + Duration::from_millis(START_DELAY_MS);
+        for core_index in 0..self.core_count() {
+            self.send(core_index, command(start))?;
+        }
+        Ok(())
     }
 
     /// Gathers intervals (merged across cores, handed on in order once every core has sent

@@ -580,27 +580,24 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     mesh.close();
     keepalive_stop.set(true);
     keepalive.await;
+    let wal_stats = wal.stats();
+    let (readies, apply_batches) = shard
+        .partitions
+        .borrow()
+        .values()
+        .map(|p| p.replica.stats())
+        .fold((0, 0), |(r, a), s| (r + s.readies, a + s.apply_batches));
     tracing::info!(
         core = index,
         requests = shard.stats.requests.get(),
         forwarded_out = shard.stats.forwarded_out.get(),
         forwarded_in = shard.stats.forwarded_in.get(),
         checkpoints = shard.stats.checkpoints.get(),
-        wal_records = wal.stats().records_appended,
-        wal_batches = wal.stats().batches_written,
-        wal_bytes = wal.stats().bytes_written,
-        readies = shard
-            .partitions
-            .borrow()
-            .values()
-            .map(|p| p.replica.stats().readies)
-            .sum::<u64>(),
-        apply_batches = shard
-            .partitions
-            .borrow()
-            .values()
-            .map(|p| p.replica.stats().apply_batches)
-            .sum::<u64>(),
+        wal_records = wal_stats.records_appended,
+        wal_batches = wal_stats.batches_written,
+        wal_bytes = wal_stats.bytes_written,
+        readies,
+        apply_batches,
         "core stopped"
     );
     match failure {

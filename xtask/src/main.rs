@@ -29,15 +29,23 @@ const DEBIAN_PACKAGES: &[&str] = &["protobuf-compiler"];
 /// decoders' error paths from an empty corpus, short enough to keep CI well under 20 minutes.
 const FUZZ_SMOKE_SECONDS_DEFAULT: u32 = 20;
 
-/// Benchmarks that `cargo xtask bench` knows, with the bench target that implements each.
-/// (package, bench target); `None` means the issue that builds it has not landed yet.
-/// `node` is not a cargo bench: it drives the real binaries (see `node_bench`).
-const BENCHES: &[(&str, Option<(&str, &str)>)] = &[
-    ("btree", Some(("devices", "btree"))),
-    ("wal", Some(("devices", "wal"))),
-    ("node", Some(("shard-node", "percore-node"))),
-    ("router", None),
-    ("redis", None),
+/// How a benchmark runs.
+enum Bench {
+    /// A cargo bench target: (package, bench target).
+    Cargo(&'static str, &'static str),
+    /// The real binaries: `percore-node` driven by `percore-perf` (see `node_bench`).
+    Node,
+    /// The issue that builds its subject has not landed yet.
+    NotBuilt,
+}
+
+/// Benchmarks that `cargo xtask bench` knows, and how each runs.
+const BENCHES: &[(&str, Bench)] = &[
+    ("btree", Bench::Cargo("devices", "btree")),
+    ("wal", Bench::Cargo("devices", "wal")),
+    ("node", Bench::Node),
+    ("router", Bench::NotBuilt),
+    ("redis", Bench::NotBuilt),
 ];
 
 fn main() -> ExitCode {
@@ -255,44 +263,32 @@ fn bench(args: &[String]) -> Result<()> {
     let name = args
         .first()
         .ok_or_else(|| format!("bench needs a NAME\n{USAGE}"))?;
-    let (_, target) = BENCHES.iter().find(|(n, _)| n == name).ok_or_else(|| {
+    let (_, how) = BENCHES.iter().find(|(n, _)| n == name).ok_or_else(|| {
         format!("no benchmark named {name:?}; known: btree, wal, node, router, redis")
     })?;
-    let (package, bench_target) = target.ok_or_else(|| {
-        format!("benchmark {name:?} is not built yet: it arrives with the issue that builds its subject")
-    })?;
-    for extra in &args[1..] {
-        if !matches!(extra.as_str(), "--quick" | "--json") {
-            return Err(format!(
-                "unknown bench flag {extra:?}; takes --quick and --json"
-            ));
+    let flags = &args[1..];
+    if let Some(other) = flags
+        .iter()
+        .find(|f| !matches!(f.as_str(), "--quick" | "--json"))
+    {
+        return Err(format!(
+            "unknown bench flag {other:?}; takes --quick and --json"
+        ));
+    }
+    match how {
+        Bench::Node => node_bench::bench(
+            flags.iter().any(|f| f == "--quick"),
+            flags.iter().any(|f| f == "--json"),
+        ),
+        Bench::NotBuilt => Err(format!(
+            "benchmark {name:?} is not built yet: it arrives with the issue that builds its subject"
+        )),
+        Bench::Cargo(package, target) => {
+            let mut cargo_args = vec!["bench", "--quiet", "-p", package, "--bench", target, "--"];
+            cargo_args.extend(flags.iter().map(String::as_str));
+            run("cargo", &cargo_args)
         }
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let json = args.iter().any(|a| a == "--json");
-    if name == "node" {
-        return node_bench::bench(quick, json);
-    }
-    let mut cargo_args = vec![
-        "bench",
-        "--quiet",
-        "-p",
-        package,
-        "--bench",
-        bench_target,
-        "--",
-    ];
-    for extra in &args[1..] {
-        match extra.as_str() {
-            "--quick" | "--json" => cargo_args.push(extra),
-            other => {
-                return Err(format!(
-                    "unknown bench flag {other:?}; takes --quick and --json"
-                ))
-            }
-        }
-    }
-    run("cargo", &cargo_args)
 }
 
 fn demo(args: &[String]) -> Result<()> {
