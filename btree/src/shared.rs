@@ -318,6 +318,18 @@ impl<S: PageStore> Shared<S> {
         self.load_node(id).await
     }
 
+    /// Child `idx` of branch `parent` if it is cached (through the weak link when warm);
+    /// `None` when it must be read.
+    #[inline]
+    pub fn cached_child(&self, parent: &Rc<Node>, idx: usize) -> Option<Rc<Node>> {
+        if let Some(c) = parent.kid_cache.get(idx) {
+            return Some(c);
+        }
+        let c = self.cached_node(parent.kids[idx])?;
+        parent.kid_cache.set(idx, &c, parent.kids.len());
+        Some(c)
+    }
+
     /// Child `idx` of branch `parent`: through the parent's weak link when it is warm, else
     /// from the cache or the store (and the link is set).
     #[inline]

@@ -476,6 +476,22 @@ impl<S: PageStore> Tree<S> {
         get_with(&self.sh, self.root, key, f).await
     }
 
+    /// [`Tree::get_with`] without waiting: `Ok(None)` (and `f` not called) when a page on
+    /// the way, or the value's overflow run, is not in the cache.
+    ///
+    /// Reading the live tree needs no snapshot, and a snapshot is not free: each one starts a
+    /// new generation, so the next write copies its whole path again (measured: with reads
+    /// and writes interleaved, every write re-copied root to leaf). Callers on one core that
+    /// read between writes use this first and take a snapshot only for what must wait.
+    pub fn get_cached_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<Option<R>, Error> {
+        self.live()?;
+        Ok(get_cached_with(&self.sh, self.root, key, f))
+    }
+
     /// The smallest item.
     pub async fn first(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error> {
         self.live()?;
@@ -1087,21 +1103,31 @@ impl<S: PageStore> Tree<S> {
                 Phase::Freelist => {
                     let ranges_per = page::freelist_ranges_per_page(page);
                     let hw_now = sh.st.borrow().hw;
-                    let mut set: BTreeSet<u64> = ck.captured.iter().copied().collect();
-                    set.extend(ck.hw_start..hw_now);
-                    for id in &ck.allocated {
-                        set.remove(id);
-                    }
+                    // Sorted vectors, not a set: this runs without a yield, over every page
+                    // freed since the last checkpoint (hundreds of thousands after a busy
+                    // interval), and a BTreeSet here stalled the core for tens of ms.
+                    let mut free: Vec<u64> = ck.captured.clone();
+                    free.extend(ck.hw_start..hw_now);
+                    free.sort_unstable();
+                    free.dedup();
+                    let mut taken = ck.allocated.clone();
+                    taken.sort_unstable();
+                    remove_sorted(&mut free, &taken);
                     let mut pages: Vec<u64> = Vec::new();
                     let ranges = loop {
-                        let ranges = to_ranges(&set);
+                        let ranges = to_ranges(&free);
                         let need = ranges.len().div_ceil(ranges_per);
                         if need <= pages.len() {
                             break ranges;
                         }
-                        let id = sh.st.borrow_mut().alloc();
-                        set.remove(&id);
-                        pages.push(id);
+                        // Take the whole shortfall at once: each page taken splits at most
+                        // one range, so this converges in a few rounds, not one per page.
+                        let mut more: Vec<u64> = (pages.len()..need)
+                            .map(|_| sh.st.borrow_mut().alloc())
+                            .collect();
+                        more.sort_unstable();
+                        remove_sorted(&mut free, &more);
+                        pages.extend(more);
                     };
                     let mut bufs = Vec::with_capacity(pages.len());
                     let chunks: Vec<&[(u64, u64)]> = ranges.chunks(ranges_per.max(1)).collect();
@@ -1487,9 +1513,24 @@ fn record_written(written: &mut Vec<(u64, u32)>, bufs: &[(u64, Vec<u8>)], page: 
     }
 }
 
-fn to_ranges(set: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+/// Removes from sorted `from` every id in sorted `ids`, in one pass.
+fn remove_sorted(from: &mut Vec<u64>, ids: &[u64]) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut k = 0;
+    from.retain(|id| {
+        while k < ids.len() && ids[k] < *id {
+            k += 1;
+        }
+        !(k < ids.len() && ids[k] == *id)
+    });
+}
+
+/// Runs of consecutive ids in sorted, duplicate-free `ids`, as (first, length).
+fn to_ranges(ids: &[u64]) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
-    for &id in set {
+    for &id in ids {
         match out.last_mut() {
             Some((s, l)) if *s + *l == id => *l += 1,
             _ => out.push((id, 1)),
@@ -1531,6 +1572,37 @@ fn check_sizes(key: &[u8], value: &[u8]) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// The leaf that holds (or would hold) `key` and where in it, if every page on the way is
+/// cached; `None` when one must be read.
+fn find_cached<S: PageStore>(
+    sh: &Shared<S>,
+    root: u64,
+    key: &[u8],
+) -> Option<(Rc<Node>, Result<usize, usize>)> {
+    let mut node = sh.cached_node(root)?;
+    while !node.leaf {
+        let idx = node.child_index(key);
+        node = sh.cached_child(&node, idx)?;
+    }
+    let at = node.search(key);
+    Some((node, at))
+}
+
+fn get_cached_with<S: PageStore, R>(
+    sh: &Shared<S>,
+    root: u64,
+    key: &[u8],
+    f: impl FnOnce(Option<&[u8]>) -> R,
+) -> Option<R> {
+    let (leaf, at) = find_cached(sh, root, key)?;
+    match at {
+        Err(_) => Some(f(None)),
+        // A value in an overflow run is read by the waiting path.
+        Ok(i) if leaf.overflow_first(i).is_some() => None,
+        Ok(i) => Some(f(Some(leaf.val_raw(i)))),
+    }
 }
 
 async fn get_with<S: PageStore, R>(
@@ -1606,6 +1678,11 @@ impl<S: PageStore> Snapshot<S> {
     /// The value under `key`, copied out.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         get_with(&self.sh, self.root, key, |v| v.map(<[u8]>::to_vec)).await
+    }
+    /// [`Snapshot::get_with`] without waiting: `None` (and `f` not called) when a page must
+    /// be read (see [`Tree::get_cached_with`]).
+    pub fn get_cached_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
+        get_cached_with(&self.sh, self.root, key, f)
     }
     /// Calls `f` with the value under `key`, borrowed.
     pub async fn get_with<R>(

@@ -192,6 +192,14 @@ impl World {
             Op::Get(k) => {
                 let got = self.t().get(&key(*k)).await.unwrap();
                 assert_eq!(got.as_ref(), self.model.get(&key(*k)));
+                // The waitless read, once the waiting one has cached the path, answers the
+                // same (before, when it may answer nothing).
+                let now = self
+                    .t()
+                    .get_cached_with(&key(*k), |v| v.map(<[u8]>::to_vec));
+                if let Some(now) = now.unwrap() {
+                    assert_eq!(now.as_ref(), self.model.get(&key(*k)));
+                }
             }
             Op::Range(a, b, ai, bi, fwd) => {
                 let (a, b) = (key(*a).min(key(*b)), key(*a).max(key(*b)));
@@ -242,6 +250,9 @@ impl World {
                     // child links, which the writer's changes must never mislead).
                     for (k, v) in m.iter().step_by(7) {
                         assert_eq!(s.get(k).await.unwrap().as_ref(), Some(v));
+                        if let Some(now) = s.get_cached_with(k, |v| v.map(<[u8]>::to_vec)) {
+                            assert_eq!(now.as_ref(), Some(v));
+                        }
                     }
                     assert_eq!(s.get(b"absent").await.unwrap(), None);
                     assert_eq!(s.len(), m.len() as u64);
