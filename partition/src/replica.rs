@@ -665,13 +665,19 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         proto::check_key(key)?;
         self.check_owned(key)?;
         self.check_readable()?;
-        let view = self.tree.view().await;
-        let found = view
-            .get_with(&keys::item_key(key), |v| {
-                v.map(|v| (keys::value_version(v), keys::value_bytes(v).to_vec()))
-            })
-            .await
-            .map_err(tree_read_error)?;
+        let tree_key = keys::item_key(key);
+        let copy_out =
+            |v: Option<&[u8]>| v.map(|v| (keys::value_version(v), keys::value_bytes(v).to_vec()));
+        let found = match self.tree.get_now(&tree_key, copy_out) {
+            Some(found) => found,
+            None => self
+                .tree
+                .view()
+                .await
+                .get_with(&tree_key, copy_out)
+                .await
+                .map_err(tree_read_error)?,
+        };
         match found {
             None => Ok(None),
             Some((None, _)) => Err(proto::Error::internal(

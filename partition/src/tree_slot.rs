@@ -93,6 +93,24 @@ impl<S: PageStore> TreeSlot<S> {
         .await
     }
 
+    /// Calls `f` with the value under `key` as [`TreeSlot::view`] would show it, at once:
+    /// from the tree itself when no writer holds it, else from the readers' view. `None`
+    /// (and `f` not called) when a page must be read, or when a writer holds the tree and
+    /// no view was taken: then wait for [`TreeSlot::view`].
+    ///
+    /// This is the read path's first try. It takes no snapshot, and that matters: each
+    /// snapshot starts a tree generation, after which the next write copies its whole path
+    /// (YCSB-A with reads between writes re-copied root to leaf on every write).
+    pub fn get_now<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
+        let inner = self.inner.borrow();
+        match (&inner.tree, &inner.view) {
+            // A poisoned tree answers through the waiting path, which reports it.
+            (Some(tree), _) => tree.get_cached_with(key, f).ok().flatten(),
+            (None, Some(view)) => view.get_cached_with(key, f),
+            (None, None) => None,
+        }
+    }
+
     /// The tree's dirty bytes as of the last write or checkpoint step.
     pub fn dirty_bytes(&self) -> u64 {
         self.inner.borrow().dirty_bytes
