@@ -36,6 +36,7 @@
 
 pub mod blocking;
 mod client;
+mod cluster;
 mod conn;
 mod error;
 pub mod limits;
@@ -44,6 +45,7 @@ mod pipeline;
 pub mod retry;
 
 pub use client::{Client, ClientConfig};
+pub use cluster::ClusterConn;
 pub use error::{Error, ProtocolError, Result};
 pub use ops::{create_table_request, BatchItems, Deleted, QueryPage, ScanPage, TablesPage};
 pub use proto;

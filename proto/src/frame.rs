@@ -24,6 +24,7 @@
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 
+use crate::cluster::{ClusterReply, ClusterRequest};
 use crate::limits::FRAME_PAYLOAD_BYTES_MAX;
 use crate::{Error, Request, Response};
 
@@ -50,6 +51,11 @@ pub enum FrameKind {
     Request = 1,
     /// Server to client.
     Response = 2,
+    /// A cluster message ([`crate::cluster::ClusterRequest`]): to the metadata service, or
+    /// from it to a node.
+    Cluster = 3,
+    /// The answer to a cluster message ([`crate::cluster::ClusterReply`]).
+    ClusterReply = 4,
 }
 
 /// A decoded frame header.
@@ -84,7 +90,7 @@ pub enum FramingLost {
         /// The limit.
         max: u64,
     },
-    /// The kind byte is neither request nor response.
+    /// The kind byte is none of the known kinds.
     BadKind {
         /// What was there.
         got: u8,
@@ -138,6 +144,8 @@ impl FrameHeader {
         let kind = match b[6] {
             1 => FrameKind::Request,
             2 => FrameKind::Response,
+            3 => FrameKind::Cluster,
+            4 => FrameKind::ClusterReply,
             got => return Err(FramingLost::BadKind { got }),
         };
         let flags = b[7];
@@ -322,6 +330,44 @@ pub fn decode_response(frame: &Frame) -> Result<Response, Error> {
         .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
 }
 
+/// Encodes a cluster message frame.
+pub fn encode_cluster(request_id: u64, request: &ClusterRequest) -> Vec<u8> {
+    encode(FrameKind::Cluster, request_id, 0, request)
+}
+
+/// Encodes the answer to a cluster message. Like [`encode_response`], an answer over the
+/// frame limit is replaced by an internal error.
+pub fn encode_cluster_reply(request_id: u64, reply: &ClusterReply) -> Vec<u8> {
+    let out = encode(FrameKind::ClusterReply, request_id, 0, reply);
+    if out.len() - HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
+        let e = ClusterReply::Error(Error::internal(format!(
+            "the reply was {} bytes, over the frame limit of {FRAME_PAYLOAD_BYTES_MAX}",
+            out.len() - HEADER_BYTES
+        )));
+        return encode(FrameKind::ClusterReply, request_id, 0, &e);
+    }
+    out
+}
+
+/// Checks a cluster message frame and returns it owned (validated with `rkyv::access`).
+pub fn decode_cluster(frame: &Frame) -> Result<ClusterRequest, Error> {
+    check(frame, FrameKind::Cluster)?;
+    let archived =
+        rkyv::access::<crate::cluster::ArchivedClusterRequest, BoxedError>(&frame.payload)
+            .map_err(|e| Error::bad_frame(format!("not a valid cluster message: {e}")))?;
+    rkyv::deserialize::<ClusterRequest, BoxedError>(archived)
+        .map_err(|e| Error::bad_frame(format!("not a valid cluster message: {e}")))
+}
+
+/// Checks a cluster reply frame and returns it owned.
+pub fn decode_cluster_reply(frame: &Frame) -> Result<ClusterReply, Error> {
+    check(frame, FrameKind::ClusterReply)?;
+    let archived = rkyv::access::<crate::cluster::ArchivedClusterReply, BoxedError>(&frame.payload)
+        .map_err(|e| Error::bad_frame(format!("not a valid cluster reply: {e}")))?;
+    rkyv::deserialize::<ClusterReply, BoxedError>(archived)
+        .map_err(|e| Error::bad_frame(format!("not a valid cluster reply: {e}")))
+}
+
 /// Feeds arbitrary bytes through the whole decoding path, as a connection would: split into
 /// frames, then decode each as a request and as a response. It must return errors, never
 /// panic. Shared by the cargo-fuzz target and its proptest twin.
@@ -355,5 +401,13 @@ pub fn fuzz_one(data: &[u8]) {
             assert_eq!(decode_request(&f).expect("own request"), request);
         }
         let _ = decode_response(frame);
+        if let Ok(message) = decode_cluster(frame) {
+            let again = encode_cluster(frame.header.request_id, &message);
+            let mut r = FrameReader::new();
+            r.push(&again);
+            let f = r.next_frame().expect("own frame").expect("whole frame");
+            assert_eq!(decode_cluster(&f).expect("own message"), message);
+        }
+        let _ = decode_cluster_reply(frame);
     }
 }

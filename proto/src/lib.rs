@@ -31,6 +31,8 @@
 // rkyv's derive generates undocumented structs for enum variants with fields; every item
 // written by hand in these modules is documented.
 #[allow(missing_docs)]
+pub mod cluster;
+#[allow(missing_docs)]
 mod error;
 pub mod frame;
 mod hash;
@@ -41,8 +43,9 @@ mod validate;
 
 pub use error::{bounded, Error, Field, Owner};
 pub use frame::{
-    decode_request, decode_response, encode_request, encode_response, Frame, FrameHeader,
-    FrameKind, FrameReader, FramingLost, FLAG_FORWARDED, FORMAT_VERSION, HEADER_BYTES,
+    decode_cluster, decode_cluster_reply, decode_request, decode_response, encode_cluster,
+    encode_cluster_reply, encode_request, encode_response, Frame, FrameHeader, FrameKind,
+    FrameReader, FramingLost, FLAG_FORWARDED, FORMAT_VERSION, HEADER_BYTES,
 };
 pub use hash::{partition_index, partition_key_hash, partition_start};
 pub use types::*;
