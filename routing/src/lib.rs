@@ -1,0 +1,1 @@
+//! The routing cache's trie (being written; see the crate's manifest).
