@@ -1,0 +1,1 @@
+//! percore's meta (being written).

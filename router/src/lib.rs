@@ -1,0 +1,1 @@
+//! percore's router (being written).
