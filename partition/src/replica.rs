@@ -493,6 +493,11 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         self.state.borrow().checkpointed_index
     }
 
+    /// Items in the partition as of the last apply (`None` in the middle of one).
+    pub fn item_count(&self) -> Option<u64> {
+        self.tree.items()
+    }
+
     /// The tree's bytes not yet checkpointed (as of the last apply or checkpoint step).
     pub fn dirty_bytes(&self) -> u64 {
         self.tree.dirty_bytes()

@@ -111,6 +111,17 @@ impl<S: PageStore> TreeSlot<S> {
         }
     }
 
+    /// Items in the tree as of the last write (from the tree, or the view while a writer
+    /// holds it); `None` while a writer holds it and no view was taken.
+    pub fn items(&self) -> Option<u64> {
+        let inner = self.inner.borrow();
+        match (&inner.tree, &inner.view) {
+            (Some(tree), _) => Some(tree.len()),
+            (None, Some(view)) => Some(view.len()),
+            (None, None) => None,
+        }
+    }
+
     /// The tree's dirty bytes as of the last write or checkpoint step.
     pub fn dirty_bytes(&self) -> u64 {
         self.inner.borrow().dirty_bytes

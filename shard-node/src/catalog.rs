@@ -79,10 +79,18 @@ impl From<Capacity> for proto::CapacityMode {
 /// `proto::partition_start`), its global id (also its WAL stream id) and its core.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionEntry {
-    /// The global id, never reused.
+    /// The global id, never reused (0 for a remote partition, whose id this node need not
+    /// know).
     pub id: u64,
     /// The core index (not the CPU number) that owns it.
     pub core: u32,
+    /// In a cluster: another node holds this range (the metadata service knows which).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub remote: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One table.
@@ -266,7 +274,7 @@ impl Catalog {
             if t.partitions.is_empty() {
                 return bad(format!("table {:?} has no partitions", t.name));
             }
-            for p in &t.partitions {
+            for p in t.partitions.iter().filter(|p| !p.remote) {
                 if p.id >= self.next_partition_id || !partition_ids.insert(p.id) {
                     return bad(format!(
                         "partition id {} of {:?} is reused or too high",
@@ -281,7 +289,11 @@ impl Catalog {
     /// Checks that every partition's core is one of `cores`.
     pub fn check_cores(&self, cores: usize) -> Result<(), CatalogError> {
         for t in &self.tables {
-            if let Some(p) = t.partitions.iter().find(|p| p.core as usize >= cores) {
+            if let Some(p) = t
+                .partitions
+                .iter()
+                .find(|p| !p.remote && p.core as usize >= cores)
+            {
                 return Err(CatalogError::CoreMissing {
                     table: t.name.clone(),
                     core: p.core,
@@ -346,6 +358,7 @@ impl Catalog {
                 .map(|i| PartitionEntry {
                     id: next.next_partition_id + i as u64,
                     core: i % cores,
+                    remote: false,
                 })
                 .collect(),
         };
@@ -372,6 +385,122 @@ impl Catalog {
         let entry = next.tables.remove(at);
         next.version += 1;
         Ok((next, entry))
+    }
+
+    /// In a cluster: the catalog in which this node holds exactly `routes` of `table` (the
+    /// metadata service's assignment), every other range of it remote. `routes` must name
+    /// this node (`node`) and cores below `cores`; ids and epochs are the service's.
+    pub fn plan_assign(
+        &self,
+        table: &proto::TableDescription,
+        routes: &[proto::cluster::Route],
+        node: u64,
+        cores: u32,
+        page_size_bytes: u32,
+    ) -> Result<Catalog, proto::Error> {
+        let n = table.partitions;
+        if n == 0 || n > proto::limits::TABLE_PARTITIONS_MAX {
+            return Err(proto::Error::invalid(format!(
+                "table {:?} is assigned with {n} partitions",
+                table.name
+            )));
+        }
+        let mut partitions = vec![
+            PartitionEntry {
+                id: 0,
+                core: 0,
+                remote: true,
+            };
+            n as usize
+        ];
+        for r in routes {
+            let here = r.replicas.iter().find(|p| p.node == node).ok_or_else(|| {
+                proto::Error::invalid(format!(
+                    "partition {} is assigned to nodes {:?}, not to this node ({node})",
+                    r.partition_id,
+                    r.replicas.iter().map(|p| p.node).collect::<Vec<_>>()
+                ))
+            })?;
+            if r.table_id != table.id || r.partitions != n || r.index >= n || here.core >= cores {
+                return Err(proto::Error::invalid(format!(
+                    "partition {} does not fit table {:?} (id {}, {n} partitions) on {cores} cores",
+                    r.partition_id, table.name, table.id
+                )));
+            }
+            partitions[r.index as usize] = PartitionEntry {
+                id: r.partition_id,
+                core: here.core,
+                remote: false,
+            };
+        }
+        let mut next = self.clone();
+        let existing = next
+            .tables
+            .binary_search_by(|t| t.name.as_str().cmp(&table.name));
+        let page_size_bytes = match existing {
+            // A partition already here keeps the page size its file was made with.
+            Ok(at) if next.tables[at].id == table.id => next.tables[at].page_size_bytes,
+            _ => page_size_bytes,
+        };
+        if let Ok(at) = existing {
+            if next.tables[at].id != table.id {
+                // The name was deleted and created again while this node was away.
+                next.tables.remove(at);
+            }
+        }
+        let entry = TableEntry {
+            name: table.name.clone(),
+            id: table.id,
+            partition_key: table.key_schema.partition_key.clone(),
+            sort_key: table.key_schema.sort_key.clone(),
+            capacity: table.capacity.into(),
+            created_unix_ms: table.created_unix_ms,
+            page_size_bytes,
+            partitions,
+        };
+        next.next_table_id = next.next_table_id.max(table.id + 1);
+        let top = routes.iter().map(|r| r.partition_id).max().unwrap_or(0);
+        next.next_partition_id = next.next_partition_id.max(top + 1);
+        match next
+            .tables
+            .binary_search_by(|t| t.name.as_str().cmp(&table.name))
+        {
+            Ok(at) => next.tables[at] = entry,
+            Err(at) => {
+                if next.tables.len() >= TABLES_MAX {
+                    return Err(proto::Error::invalid(format!(
+                        "this node holds {TABLES_MAX} tables, its limit"
+                    )));
+                }
+                next.tables.insert(at, entry)
+            }
+        }
+        next.version += 1;
+        next.check().map_err(|e| {
+            proto::Error::invalid(format!("the assignment breaks the catalog: {e}"))
+        })?;
+        Ok(next)
+    }
+
+    /// In a cluster: the catalog without the tables holding any of `partition_ids` (the
+    /// metadata service drops a deleted table's partitions together), and their names.
+    pub fn plan_drop(&self, partition_ids: &[u64]) -> (Catalog, Vec<String>) {
+        let mut next = self.clone();
+        let mut dropped = Vec::new();
+        next.tables.retain(|t| {
+            let hit = t
+                .partitions
+                .iter()
+                .any(|p| !p.remote && partition_ids.contains(&p.id));
+            if hit {
+                dropped.push(t.name.clone());
+            }
+            !hit
+        });
+        if !dropped.is_empty() {
+            next.version += 1;
+        }
+        (next, dropped)
     }
 
     /// A page of table names after `start_after`, at most `limit` (0: the page maximum).
@@ -406,7 +535,7 @@ impl Catalog {
             t.partitions
                 .iter()
                 .enumerate()
-                .filter(move |(_, p)| p.core == core)
+                .filter(move |(_, p)| !p.remote && p.core == core)
                 .map(move |(i, p)| (t, i as u32, *p))
         })
     }
@@ -494,6 +623,82 @@ mod tests {
             capacity: proto::CapacityMode::OnDemand,
             partitions,
         }
+    }
+
+    fn route(
+        table_id: u64,
+        index: u32,
+        partitions: u32,
+        id: u64,
+        node: u64,
+        core: u32,
+    ) -> proto::cluster::Route {
+        proto::cluster::Route {
+            table_id,
+            table: "alpha".into(),
+            index,
+            partitions,
+            partition_id: id,
+            epoch: 1,
+            replicas: vec![proto::cluster::Placement {
+                node,
+                core,
+                addr: "127.0.0.1:1".into(),
+            }],
+            leader: 0,
+        }
+    }
+
+    fn description(id: u64, partitions: u32) -> proto::TableDescription {
+        proto::TableDescription {
+            name: "alpha".into(),
+            id,
+            key_schema: proto::KeySchema {
+                partition_key: "pk".into(),
+                sort_key: None,
+            },
+            capacity: proto::CapacityMode::OnDemand,
+            partitions,
+            status: proto::TableStatus::Active,
+            created_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn an_assignment_holds_its_ranges_here_and_marks_the_rest_remote() {
+        let c = Catalog::default();
+        let routes = [route(40, 1, 4, 100, 7, 1), route(40, 3, 4, 102, 7, 0)];
+        let c = c
+            .plan_assign(&description(40, 4), &routes, 7, 2, 8192)
+            .unwrap();
+        let t = c.table("alpha").unwrap();
+        let remote: Vec<bool> = t.partitions.iter().map(|p| p.remote).collect();
+        assert_eq!(remote, vec![true, false, true, false]);
+        assert_eq!((t.partitions[1].id, t.partitions[1].core), (100, 1));
+        assert!(c.next_partition_id > 102 && c.next_table_id > 40);
+        assert_eq!(c.partitions_of_core(0).count(), 1);
+        // The same assignment again changes nothing; the catalog still reads back.
+        let again = c
+            .plan_assign(&description(40, 4), &routes, 7, 2, 8192)
+            .unwrap();
+        assert_eq!(again.table("alpha"), c.table("alpha"));
+        assert_eq!(
+            Catalog::decode(&c.encode()).unwrap().table("alpha"),
+            c.table("alpha")
+        );
+        // Another node's route, a core this node lacks, an index out of range: refused.
+        for bad in [
+            route(40, 0, 4, 99, 8, 0),
+            route(40, 0, 4, 99, 7, 5),
+            route(40, 4, 4, 99, 7, 0),
+        ] {
+            assert!(c
+                .plan_assign(&description(40, 4), &[bad], 7, 2, 8192)
+                .is_err());
+        }
+        let (c, dropped) = c.plan_drop(&[102]);
+        assert_eq!(dropped, vec!["alpha".to_string()]);
+        assert!(c.table("alpha").is_none());
     }
 
     #[test]

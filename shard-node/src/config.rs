@@ -31,7 +31,10 @@
 //! | `background_shares` | 50 | the background queue's CPU share against 1000 for requests |
 //! | `raft_tick_ms` | 100 | the raft timer (elections and heartbeats count ticks) |
 //! | `page_size` | 8 KiB | B-tree pages of new partitions: a 1 KB item (DynamoDB's typical size) stays inside its leaf; with 4 KiB pages it takes an overflow page of its own, 4× the memory and I/O |
-//! | `node_id` | 1 | this node's id, named in errors that point at an owner |
+//! | `node_id` | 1 | this node's id, named in errors that point at an owner; unique in a cluster |
+//! | `meta` | none | the metadata service's `host:port`; set, the node joins a cluster: it registers, heartbeats and holds what the service assigns (tables are created through it, not here) |
+//! | `zone` | `local` | the node's failure domain, reported to the metadata service |
+//! | `heartbeat_ms` | 1000 | how often the node tells the metadata service it is alive |
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -81,6 +84,13 @@ pub const RAFT_TICK_MS_DEFAULT: u64 = 100;
 pub const PAGE_SIZE_BYTES_DEFAULT: u64 = 8 * 1024;
 /// The node id when none is configured.
 pub const NODE_ID_DEFAULT: u64 = 1;
+
+/// The zone a node reports when none is configured.
+pub const ZONE_DEFAULT: &str = "local";
+
+/// Milliseconds between heartbeats: well under the metadata service's default 3 s timeout,
+/// so that two lost heartbeats do not make a live node look dead.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 1000;
 
 /// percore-node: the storage daemon, one pinned glommio executor per core.
 ///
@@ -160,6 +170,16 @@ pub struct Cli {
     /// This node's id [default: 1].
     #[arg(long, env = "PERCORE_NODE_ID")]
     pub node_id: Option<u64>,
+    /// The metadata service's address (`host:port`); unset: a single node that is its own
+    /// metadata service.
+    #[arg(long, env = "PERCORE_META")]
+    pub meta: Option<String>,
+    /// The failure domain this node runs in, as the metadata service sees it [default: local].
+    #[arg(long, env = "PERCORE_ZONE")]
+    pub zone: Option<String>,
+    /// Milliseconds between two heartbeats to the metadata service [default: 1000].
+    #[arg(long, env = "PERCORE_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
     /// Print the resolved configuration as TOML and exit (checks nothing on disk).
     #[arg(long)]
     pub print_config: bool,
@@ -213,6 +233,9 @@ pub struct FileConfig {
     pub raft_tick_ms: Option<u64>,
     pub page_size: Option<SizeValue>,
     pub node_id: Option<u64>,
+    pub meta: Option<String>,
+    pub zone: Option<String>,
+    pub heartbeat_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -354,6 +377,12 @@ pub struct Config {
     pub page_size_bytes: usize,
     /// This node's id.
     pub node_id: u64,
+    /// The metadata service's address, when the node is part of a cluster.
+    pub meta: Option<String>,
+    /// The node's failure domain.
+    pub zone: String,
+    /// Milliseconds between two heartbeats.
+    pub heartbeat_ms: u64,
 }
 
 /// Why a configuration was refused. Each names the field and the value.
@@ -819,6 +848,23 @@ impl Config {
             });
         }
         let node_id = pick(cli.node_id, file.node_id).unwrap_or(NODE_ID_DEFAULT);
+        let meta = pick(cli.meta.clone(), file.meta.clone());
+        if let Some(m) = &meta {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::BadValue {
+                    field: "meta",
+                    value: m.clone(),
+                    reason: "an address like 127.0.0.1:7600".into(),
+                });
+            }
+        }
+        let zone = pick(cli.zone.clone(), file.zone.clone()).unwrap_or_else(|| ZONE_DEFAULT.into());
+        let heartbeat_ms = range(
+            "heartbeat_ms",
+            pick(cli.heartbeat_ms, file.heartbeat_ms).unwrap_or(HEARTBEAT_MS_DEFAULT),
+            10,
+            60_000,
+        )?;
 
         Ok(Config {
             data_dir,
@@ -839,6 +885,9 @@ impl Config {
             raft_tick_ms,
             page_size_bytes: page_size_bytes as usize,
             node_id,
+            meta,
+            zone,
+            heartbeat_ms,
         })
     }
 
@@ -892,6 +941,11 @@ impl Config {
         line("raft_tick_ms", self.raft_tick_ms.to_string());
         line("page_size", self.page_size_bytes.to_string());
         line("node_id", self.node_id.to_string());
+        if let Some(m) = &self.meta {
+            line("meta", q(m));
+        }
+        line("zone", q(&self.zone));
+        line("heartbeat_ms", self.heartbeat_ms.to_string());
         out
     }
 

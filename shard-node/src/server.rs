@@ -35,10 +35,16 @@ use crate::limits::{
     SOCKET_READ_BYTES,
 };
 
-/// What serves requests: the core's request router.
+/// What serves requests: the core's request dispatch.
 pub trait Service: 'static {
     /// Answers one request (a response or a typed error; never a panic on bad input).
     fn serve(self: &Rc<Self>, request: proto::Request) -> impl Future<Output = proto::Response>;
+
+    /// Answers one cluster message (the metadata service's assignments).
+    fn serve_cluster(
+        self: &Rc<Self>,
+        request: proto::cluster::ClusterRequest,
+    ) -> impl Future<Output = proto::cluster::ClusterReply>;
 }
 
 /// Starts draining: stop accepting, stop reading new requests, answer those in flight.
@@ -277,6 +283,25 @@ pub async fn serve_connection<S: Service>(
                 Ok(Some(frame)) => {
                     progressed = true;
                     let id = frame.header.request_id;
+                    if frame.header.kind == proto::FrameKind::Cluster {
+                        match proto::decode_cluster(&frame) {
+                            Err(e) => outbox.push(&proto::encode_cluster_reply(
+                                id,
+                                &proto::cluster::ClusterReply::Error(e),
+                            )),
+                            Ok(message) => {
+                                outbox.in_flight.set(outbox.in_flight.get() + 1);
+                                let (service, outbox) = (service.clone(), outbox.clone());
+                                glommio::spawn_local(async move {
+                                    let reply = service.serve_cluster(message).await;
+                                    outbox.push(&proto::encode_cluster_reply(id, &reply));
+                                    outbox.in_flight.set(outbox.in_flight.get() - 1);
+                                })
+                                .detach();
+                            }
+                        }
+                        continue;
+                    }
                     match proto::decode_request(&frame) {
                         Err(e) => {
                             outbox.push(&proto::encode_response(id, &proto::Response::Error(e)))

@@ -129,6 +129,11 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// Whether the node is stopping (connections drain).
+    pub fn draining(&self) -> bool {
+        self.drain.is_draining()
+    }
+
     /// The catalog as this core knows it.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.borrow().clone()
@@ -525,6 +530,15 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         )));
     }
     let _ = events.send(CoreEvent::Listening { core: index });
+    let agent = match (index, &config.meta) {
+        (0, Some(meta)) => {
+            let meta: std::net::SocketAddr = meta
+                .parse()
+                .map_err(|e| format!("the meta address {meta:?}: {e}"))?;
+            Some(glommio::spawn_local(shard.clone().cluster_agent(meta)))
+        }
+        _ => None,
+    };
 
     stop.wait().await;
     tracing::info!(
@@ -535,6 +549,10 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     shard.drain.start();
     for a in accepting {
         a.await;
+    }
+    if let Some(agent) = agent {
+        // It stops at its next heartbeat or retry; no need to wait for that.
+        drop(agent.cancel());
     }
     let drained_in_time = futures_lite::future::or(
         async {

@@ -57,6 +57,33 @@ fn unknown_table(name: &str) -> Error {
     }
 }
 
+/// The answer for a key whose range another node holds (a cluster node knows only its own
+/// share of a table): `WrongOwner` with owner node 0, which no node has, meaning "unknown
+/// here: ask the metadata service". A router refreshes its route and retries.
+fn not_here(table: &TableEntry, index: u32) -> Error {
+    Error::WrongOwner {
+        owner: proto::Owner {
+            node: 0,
+            core: 0,
+            addr: format!(
+                "partition {index} of table {:?} is not on this node",
+                table.name
+            ),
+        },
+        epoch: 0,
+    }
+}
+
+/// The partition entry holding `key` in `t`, if it is on this node.
+fn held(t: &TableEntry, key: &Key) -> Result<catalog::PartitionEntry, Error> {
+    let index = t.partition_of(&key.partition);
+    let p = t.partitions[index as usize];
+    if p.remote {
+        return Err(not_here(t, index));
+    }
+    Ok(p)
+}
+
 /// Refuses a sort key on a table that has none (what `proto::validate` cannot know).
 fn check_schema(table: &TableEntry, key: &Key) -> Result<(), Error> {
     if table.sort_key.is_none() && !key.sort.is_empty() {
@@ -119,6 +146,13 @@ impl Service for Shard {
             .await
             .unwrap_or_else(Response::Error)
     }
+
+    async fn serve_cluster(
+        self: &Rc<Self>,
+        request: proto::cluster::ClusterRequest,
+    ) -> proto::cluster::ClusterReply {
+        self.cluster_message(request).await
+    }
 }
 
 impl Shard {
@@ -153,7 +187,7 @@ impl Shard {
         let catalog = self.catalog();
         let t = catalog.table(table).ok_or_else(|| unknown_table(table))?;
         check_schema(t, key)?;
-        let p = t.partitions[t.partition_of(&key.partition) as usize];
+        let p = held(t, key)?;
         Ok((p.id, p.core))
     }
 
@@ -182,6 +216,12 @@ impl Shard {
     ) -> Result<Response, Error> {
         let me = self.index;
         match request {
+            Request::CreateTable(_) | Request::DeleteTable { .. } if self.config.meta.is_some() => {
+                Err(Error::invalid(
+                    "this node is part of a cluster: create and delete tables through \
+                     percore-router or the metadata service",
+                ))
+            }
             Request::CreateTable(c) => {
                 if me != 0 {
                     return self.forward(0, Request::CreateTable(c), forwarded).await;
@@ -302,7 +342,10 @@ impl Shard {
     }
 
     /// Has every core (this one included) adopt `next`, concurrently; fails if any cannot.
-    async fn broadcast(self: &Rc<Self>, next: Arc<crate::catalog::Catalog>) -> Result<(), Error> {
+    pub(crate) async fn broadcast(
+        self: &Rc<Self>,
+        next: Arc<crate::catalog::Catalog>,
+    ) -> Result<(), Error> {
         let mut calls = Vec::new();
         for core in (0..self.cores).filter(|&c| c != self.index) {
             let (shard, next) = (self.clone(), next.clone());
@@ -347,6 +390,9 @@ impl Shard {
                 t.name, step.partition
             ))
         })?;
+        if p.remote {
+            return Err(not_here(t, step.partition));
+        }
         if p.core != self.index {
             return Err(self.wrong_owner(p.core));
         }
@@ -364,14 +410,19 @@ impl Shard {
     /// One page of a scan: partition after partition from the resume point, until the
     /// page is full, a partition stops mid-way, or the partitions run out.
     async fn scan(self: &Rc<Self>, scan: proto::Scan, forwarded: bool) -> Result<Response, Error> {
-        let (partitions, cores): (u32, Vec<u32>) = {
+        // Per partition: its core, or None where another node holds it.
+        let (partitions, cores, table): (u32, Vec<Option<u32>>, TableEntry) = {
             let catalog = self.catalog();
             let t = catalog
                 .table(&scan.table)
                 .ok_or_else(|| unknown_table(&scan.table))?;
             (
                 t.partitions.len() as u32,
-                t.partitions.iter().map(|p| p.core).collect(),
+                t.partitions
+                    .iter()
+                    .map(|p| (!p.remote).then_some(p.core))
+                    .collect(),
+                t.clone(),
             )
         };
         let (mut partition, mut after) = match scan.resume {
@@ -398,7 +449,20 @@ impl Shard {
                 after: after.take(),
                 items_max: items_max - items.len() as u32,
             };
-            let core = cores[partition as usize];
+            let Some(core) = cores[partition as usize] else {
+                if visited == 0 {
+                    return Err(not_here(&table, partition));
+                }
+                // The next range is another node's: the page ends here, and the router
+                // sends the rest to that node.
+                return Ok(Response::ScanPage {
+                    items,
+                    resume: Some(ScanResume {
+                        partition,
+                        after: step.after,
+                    }),
+                });
+            };
             let page = if core == self.index {
                 self.scan_step_local(&step).await?
             } else if forwarded {
@@ -465,7 +529,7 @@ impl Shard {
                 .ok_or_else(|| unknown_table(&batch.table))?;
             for key in batch.keys {
                 check_schema(t, &key)?;
-                let p = t.partitions[t.partition_of(&key.partition) as usize];
+                let p = held(t, &key)?;
                 by_core.entry(p.core).or_default().push((key, p.id));
             }
         }
@@ -550,7 +614,7 @@ impl Shard {
                 .ok_or_else(|| unknown_table(&batch.table))?;
             for (i, w) in batch.writes.into_iter().enumerate() {
                 check_schema(t, w.key())?;
-                let p = t.partitions[t.partition_of(&w.key().partition) as usize];
+                let p = held(t, w.key())?;
                 groups.entry((p.core, p.id)).or_default().push((i, w));
             }
         }
