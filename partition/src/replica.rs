@@ -262,6 +262,9 @@ struct State {
     checkpointed_index: u64,
     failed: Option<ReplicaError>,
     shutting_down: bool,
+    /// Set while the partition moves to another node: writes are refused (unapplied, so a
+    /// client may retry them anywhere), reads go on.
+    frozen: bool,
     outbox: Vec<Message>,
     stats: ReplicaStats,
 }
@@ -349,7 +352,16 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
                 let hs = records::decode_hard_state(hs_stream, rec.index, rec.kind, &rec.payload)?;
                 (hs, r.last_index + 1)
             }
-            None => (HardState::default(), 1),
+            // No hard state: a new partition, or one built from a shipped snapshot (a move),
+            // whose tree already carries what it applied, under the term it applied it in.
+            None => (
+                HardState {
+                    term: applied_term,
+                    commit: applied_index,
+                    ..HardState::default()
+                },
+                1,
+            ),
         };
         let es = config.partition.entries_stream();
         let mut entries = Vec::new();
@@ -449,6 +461,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
                 checkpointed_index: applied_index,
                 failed: None,
                 shutting_down: false,
+                frozen: false,
                 outbox: Vec::new(),
                 stats: ReplicaStats::default(),
             }),
@@ -558,6 +571,27 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         st.kick();
     }
 
+    /// Refuses new writes (they get `Unavailable`, never proposed) until [`Replica::thaw`]:
+    /// the partition is about to move, and its snapshot must hold every write it took.
+    pub fn freeze(&self) {
+        self.state.borrow_mut().frozen = true;
+    }
+
+    /// Takes writes again after [`Replica::freeze`] (a move was abandoned).
+    pub fn thaw(&self) {
+        self.state.borrow_mut().frozen = false;
+    }
+
+    /// Writes proposed and not yet answered.
+    pub fn writes_in_flight(&self) -> usize {
+        self.state.borrow().pending.len()
+    }
+
+    /// A view of the tree with every write answered so far (for shipping it elsewhere).
+    pub async fn view(&self) -> btree::Snapshot<S> {
+        self.tree.view().await
+    }
+
     fn check_owned(&self, key: &Key) -> Result<(), proto::Error> {
         let hash = keys::partition_key_hash(&key.partition);
         if self.config.hash_range.contains(&hash) {
@@ -617,6 +651,11 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
             }
             if st.shutting_down {
                 return Err(proto::Error::unavailable("the partition is shutting down"));
+            }
+            if st.frozen {
+                return Err(proto::Error::unavailable(
+                    "the partition is moving to another node; retry shortly",
+                ));
             }
             let over_count = st.pending.len() >= PROPOSALS_IN_FLIGHT_MAX;
             let over_bytes = !st.pending.is_empty()

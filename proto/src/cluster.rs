@@ -172,6 +172,38 @@ pub enum ClusterRequest {
         /// The partitions.
         partition_ids: Vec<u64>,
     },
+    /// Meta → the core holding a partition (its own port): stop taking writes to it, wait
+    /// for those in flight, and ship its snapshot to `to` (with [`ClusterRequest::ReceiveBegin`]
+    /// and [`ClusterRequest::ReceiveChunk`]). Answered once `to` holds it all; the partition
+    /// stays frozen here until an assignment takes it away (or [`ClusterRequest::Thaw`]).
+    MoveOut {
+        /// The partition.
+        partition_id: u64,
+        /// Where it goes (the target core's own port in `addr`).
+        to: Placement,
+        /// The epoch it will have there.
+        epoch: u64,
+    },
+    /// Meta → the core holding a frozen partition: a move was abandoned, take writes again.
+    Thaw {
+        /// The partition.
+        partition_id: u64,
+    },
+    /// Source core → target core: a partition's snapshot follows. `table` and `route` (with
+    /// the target's placement and the new epoch) say what it is.
+    ReceiveBegin {
+        /// Its table.
+        table: TableDescription,
+        /// Its route after the move.
+        route: Route,
+    },
+    /// Source core → target core: the next chunk of the snapshot (`btree`'s ship format).
+    ReceiveChunk {
+        /// The partition.
+        partition_id: u64,
+        /// The chunk.
+        bytes: Vec<u8>,
+    },
 }
 
 /// What a node looks like to the metadata service.

@@ -101,15 +101,31 @@ impl Shard {
                 "this node is not part of a cluster (it was started without --meta)",
             ));
         }
-        if self.index != 0 {
+        let catalog_change = matches!(
+            message,
+            ClusterRequest::Assign { .. } | ClusterRequest::Drop { .. }
+        );
+        if catalog_change && self.index != 0 {
             return ClusterReply::Error(Error::invalid(format!(
-                "cluster messages go to core 0's own port, not core {}'s",
+                "assignments go to core 0's own port, not core {}'s",
                 self.index
             )));
         }
         let result = match message {
             ClusterRequest::Assign { table, routes } => self.assign(&table, &routes).await,
             ClusterRequest::Drop { partition_ids } => self.drop_partitions(&partition_ids).await,
+            // A move's messages go to the port of the core that holds (or will hold) it.
+            ClusterRequest::MoveOut {
+                partition_id,
+                to,
+                epoch,
+            } => self.move_out(partition_id, to, epoch).await,
+            ClusterRequest::Thaw { partition_id } => self.thaw(partition_id),
+            ClusterRequest::ReceiveBegin { table, route } => self.receive_begin(table, route).await,
+            ClusterRequest::ReceiveChunk {
+                partition_id,
+                bytes,
+            } => self.receive_chunk(partition_id, bytes).await,
             other => Err(Error::invalid(format!(
                 "a node does not answer {}",
                 message_name(&other)
@@ -241,5 +257,9 @@ fn message_name(m: &ClusterRequest) -> &'static str {
         ClusterRequest::ListNodes => "ListNodes",
         ClusterRequest::Assign { .. } => "Assign",
         ClusterRequest::Drop { .. } => "Drop",
+        ClusterRequest::MoveOut { .. } => "MoveOut",
+        ClusterRequest::Thaw { .. } => "Thaw",
+        ClusterRequest::ReceiveBegin { .. } => "ReceiveBegin",
+        ClusterRequest::ReceiveChunk { .. } => "ReceiveChunk",
     }
 }

@@ -41,6 +41,7 @@ pub mod dispatch;
 pub mod limits;
 pub mod logging;
 pub mod mesh;
+pub mod moving;
 pub mod node;
 pub mod oneshot;
 pub mod server;

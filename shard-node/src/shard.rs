@@ -120,6 +120,8 @@ pub struct Shard {
     catalog_lock: glommio::sync::Semaphore,
     /// Set on SIGTERM.
     pub drain: Rc<Drain>,
+    /// Partitions being received from another node (a move).
+    pub(crate) inbox: crate::moving::Inbox,
     /// Open connections.
     pub connections: Rc<Connections>,
     background: TaskQueueHandle,
@@ -149,7 +151,7 @@ impl Shard {
         core_dir(&self.config, self.index)
     }
 
-    fn tables_dir(&self) -> PathBuf {
+    pub(crate) fn tables_dir(&self) -> PathBuf {
         self.core_dir().join("tables")
     }
 
@@ -363,7 +365,7 @@ fn core_dir(config: &Config, index: u32) -> PathBuf {
     config.data_dir.join(format!("core-{index}"))
 }
 
-fn partition_path(tables_dir: &std::path::Path, id: u64) -> PathBuf {
+pub(crate) fn partition_path(tables_dir: &std::path::Path, id: u64) -> PathBuf {
     tables_dir.join(format!("p-{id}.tree"))
 }
 
@@ -464,6 +466,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         admin_lock: glommio::sync::Semaphore::new(1),
         catalog_lock: glommio::sync::Semaphore::new(1),
         drain: Rc::new(Drain::default()),
+        inbox: crate::moving::Inbox::default(),
         connections: Rc::new(Connections::default()),
         background,
         stopping: Cell::new(false),
