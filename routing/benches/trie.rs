@@ -1,1 +1,2 @@
+//! The trie's floor lookups against a BTreeMap's (being written).
 fn main() {}
