@@ -80,7 +80,10 @@ mod tests {
     fn route_digest_is_fixed_forever() {
         // Computed once by this code; a change here breaks every mixed-version cluster.
         assert_eq!(route().digest(), route().digest());
-        assert_eq!(format!("{:032x}", route().digest()), "b7a4abd608206fd6727ff75dc3377218");
+        assert_eq!(
+            format!("{:032x}", route().digest()),
+            "b7a4abd608206fd6727ff75dc3377218"
+        );
     }
 
     #[test]
