@@ -33,7 +33,8 @@ pub struct SyncStats {
     pub rounds: u64,
     /// Prefixes asked, over all requests.
     pub prefixes_asked: u64,
-    /// Routes received whole (as `Leaf` answers) and written into the local trie.
+    /// Routes received whole (as `Leaf` answers) and written into the local trie because
+    /// the local side lacked them or held a different route under the key.
     pub routes_fetched: u64,
     /// Local routes removed because the remote has no such key.
     pub routes_removed: u64,
@@ -202,11 +203,21 @@ impl SyncSession {
                     if local.summary(prefix) == (leaf_hash(&key, value.digest()), 1) {
                         continue;
                     }
-                    let had_key = local.get(&key).is_some();
-                    let removed = local.remove_prefix(prefix) as u64;
-                    self.stats.routes_removed += removed - u64::from(had_key);
-                    local.try_insert(key, value).map_err(SyncError::Capacity)?;
-                    self.stats.routes_fetched += 1;
+                    // Keep the local copy of `key` if it is the same route: then only keys
+                    // the remote lacks go, and every write or removal is one difference.
+                    let digest = value.digest();
+                    match local.get(&key).map(|old| old.digest() == digest) {
+                        Some(true) => {
+                            let only = Prefix::of(&key, KEY_BITS);
+                            self.stats.routes_removed += remove_outside(local, prefix, &only);
+                        }
+                        had => {
+                            let removed = local.remove_prefix(prefix) as u64;
+                            self.stats.routes_removed += removed - u64::from(had.is_some());
+                            local.try_insert(key, value).map_err(SyncError::Capacity)?;
+                            self.stats.routes_fetched += 1;
+                        }
+                    }
                 }
                 Expansion::Split { left, right } => {
                     let common = Prefix::of(&left.0.key, left.0.bits - 1);
