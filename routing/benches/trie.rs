@@ -164,6 +164,9 @@ fn main() -> ExitCode {
         trie.insert(key, route.clone());
         map.insert(key, route);
     }
+    if std::env::var_os("NO_COMPACT").is_none() {
+        trie.compact();
+    }
     let build_s = build.elapsed().as_secs_f64();
     let keys: Vec<Key> = (0..lookups)
         .map(|_| route_key(tables[rng.next() as usize % TABLES], rng.next_u128()))
