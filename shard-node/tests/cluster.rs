@@ -21,11 +21,14 @@ use common::{temp_data_dir, Node, NodeOptions};
 /// Partitions of the test's table.
 const PARTITIONS: u32 = 4;
 
+/// What the scripted service answers a registration with.
+type Assignment = Arc<Mutex<Vec<(TableDescription, Vec<Route>)>>>;
+
 /// A scripted metadata service: answers Register with `assigned` and counts heartbeats.
 struct FakeMeta {
     addr: SocketAddr,
     heartbeats: Arc<AtomicU64>,
-    assigned: Arc<Mutex<Vec<(TableDescription, Vec<Route>)>>>,
+    assigned: Assignment,
 }
 
 impl FakeMeta {
@@ -33,7 +36,7 @@ impl FakeMeta {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap();
         let heartbeats = Arc::new(AtomicU64::new(0));
-        let assigned: Arc<Mutex<Vec<(TableDescription, Vec<Route>)>>> = Arc::default();
+        let assigned: Assignment = Arc::default();
         let (hb, asg) = (heartbeats.clone(), assigned.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
