@@ -1,0 +1,509 @@
+//! The request path on a router core: validate, find the owning partition's route (the
+//! cache, or the metadata service on a miss), forward, relay the answer; retry a bounded
+//! number of times when a node refuses the route.
+//!
+//! - Put, get, delete and query touch one partition: the partition key's hash picks it.
+//! - A scan page stays within the partitions of the node that serves it (the node stops at
+//!   a range it does not hold and its resume names the next partition): the router sends
+//!   each page to the partition its resume names (partition 0 to start).
+//! - Batch gets and writes are split by partition, the parts forwarded at once, and the
+//!   answers merged (a batch write's outcomes keep the request's order).
+//! - Table admin goes to the metadata service unchanged.
+//!
+//! Retries: a node's `WrongOwner` or `Unavailable` (or `UnknownTable`, which a node that has
+//! not yet heard of a new table answers) says nothing was done: the route is dropped, looked
+//! up again and the request sent again, at most [`ROUTER_RETRIES_MAX`] times. A node that
+//! cannot be reached makes the request fail at once with `Unavailable` unless the route
+//! changed meanwhile. A request whose outcome is unknown (the connection broke after it was
+//! sent) is sent again only if it is idempotent; a plain write gets `Internal`, saying so,
+//! and the client decides.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::sync::Semaphore;
+use proto::cluster::Route;
+use proto::{Error, Key, Request, Response, ScanResume, WriteOutcome};
+
+use crate::cache::{CachedRoute, RouteCache};
+use crate::limits::{
+    RETRY_BACKOFF_MS_INITIAL, RETRY_BACKOFF_MS_MAX, ROUTER_RETRIES_MAX, ROUTE_RECHECK_MS_MIN,
+};
+use crate::meta::MetaLink;
+use crate::nodes::{NodeFailure, NodePool};
+
+/// What one core's router has counted (besides its cache's counters).
+#[derive(Default, Debug)]
+pub struct RouterStats {
+    /// Requests served.
+    pub requests: Cell<u64>,
+    /// Requests (or batch parts) sent to a node.
+    pub forwarded: Cell<u64>,
+    /// Attempts made again after a node refused or could not be reached.
+    pub retries: Cell<u64>,
+    /// Requests answered with an error the router made (not relayed from a node or meta).
+    pub errors: Cell<u64>,
+    /// Admin requests relayed to meta.
+    pub admin: Cell<u64>,
+    /// Routing calls made to meta on a miss or a refusal (lookups and table maps).
+    pub meta_fetches: Cell<u64>,
+    /// Refreshes done (constant rate).
+    pub refreshes: Cell<u64>,
+    /// Refreshes that failed (meta unreachable, or an answer that did not fit).
+    pub refresh_failures: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// One core's request path (see the module doc).
+pub struct Router {
+    /// The core index, for logs.
+    pub core: u32,
+    /// The routing cache.
+    pub cache: RefCell<RouteCache>,
+    /// The link to the metadata service.
+    pub meta: MetaLink,
+    /// The connections to node cores.
+    pub nodes: NodePool,
+    /// Counters.
+    pub stats: RouterStats,
+    /// One fill at a time per table: requests that miss together wait for one fetch.
+    fills: RefCell<HashMap<String, Rc<Semaphore>>>,
+}
+
+impl Router {
+    /// A router core with an empty cache.
+    pub fn new(core: u32, meta: MetaLink) -> Router {
+        Router {
+            core,
+            cache: RefCell::new(RouteCache::new()),
+            meta,
+            nodes: NodePool::new(),
+            stats: RouterStats::default(),
+            fills: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Answers one client request (never panics on bad input: errors are answers).
+    pub async fn serve(self: &Rc<Self>, request: Request) -> Response {
+        bump(&self.stats.requests);
+        let result = match proto::validate(&request) {
+            Err(e) => Err(e),
+            Ok(()) => self.route_request(request).await,
+        };
+        match result {
+            Ok(r) => r,
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    async fn route_request(self: &Rc<Self>, request: Request) -> Result<Response, Error> {
+        match request {
+            Request::CreateTable(_)
+            | Request::DescribeTable { .. }
+            | Request::ListTables { .. }
+            | Request::DeleteTable { .. } => self.admin(request).await,
+            Request::Put(ref p) => {
+                let (t, h) = (p.table.clone(), proto::partition_key_hash(&p.key.partition));
+                self.forward(&t, h, request).await
+            }
+            Request::Get(ref g) => {
+                let (t, h) = (g.table.clone(), proto::partition_key_hash(&g.key.partition));
+                self.forward(&t, h, request).await
+            }
+            Request::Delete(ref d) => {
+                let (t, h) = (d.table.clone(), proto::partition_key_hash(&d.key.partition));
+                self.forward(&t, h, request).await
+            }
+            Request::Query(ref q) => {
+                let (t, h) = (q.table.clone(), proto::partition_key_hash(&q.partition_key));
+                self.forward(&t, h, request).await
+            }
+            Request::Scan(s) => self.scan(s).await,
+            Request::BatchGet(b) => self.batch_get(b).await,
+            Request::BatchWrite(b) => self.batch_write(b).await,
+        }
+    }
+
+    async fn admin(&self, request: Request) -> Result<Response, Error> {
+        bump(&self.stats.admin);
+        let deleted = match &request {
+            Request::DeleteTable { name } => Some(name.clone()),
+            _ => None,
+        };
+        let answer = self.meta.admin(&request).await;
+        if let (Some(name), Ok(_)) = (&deleted, &answer) {
+            // This core forgets it now; the others at their next refresh.
+            self.cache.borrow_mut().drop_table(name);
+        }
+        answer.inspect_err(|_| bump(&self.stats.errors))
+    }
+
+    /// Sends a request to the partition holding `hash` in `table`, retrying on refusals.
+    async fn forward(&self, table: &str, hash: u128, request: Request) -> Result<Response, Error> {
+        let idempotent = request.is_idempotent();
+        // The route refused last, whether the node said so itself, and what it said.
+        let mut refused: Option<(CachedRoute, bool, Error)> = None;
+        let mut attempt = 0u32;
+        loop {
+            let route = match self
+                .route(table, hash, refused.as_ref().map(|r| &r.0))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    bump(&self.stats.errors);
+                    // Meta could not name another route: the node's answer says more.
+                    return Err(refused.map_or(e, |(_, _, node_error)| node_error));
+                }
+            };
+            if let Some((old, false, error)) = &refused {
+                if old.same_as(&route) {
+                    // The node could not be reached and meta still names it: fail now,
+                    // never hang on a dead node.
+                    bump(&self.stats.errors);
+                    return Err(error.clone());
+                }
+            }
+            let Some(addr) = route.leader else {
+                bump(&self.stats.errors);
+                return Err(Error::unavailable(format!(
+                    "partition {} of table {table:?} has no usable leader address",
+                    route.route.index
+                )));
+            };
+            bump(&self.stats.forwarded);
+            let (error, typed) = match self.nodes.call(addr, request.clone()).await {
+                Ok(r) => return Ok(r),
+                Err(NodeFailure::Answered(e)) => match e {
+                    Error::WrongOwner { .. }
+                    | Error::Unavailable { .. }
+                    | Error::UnknownTable { .. } => (e, true),
+                    e => return Err(e),
+                },
+                Err(NodeFailure::NotSent(why)) => {
+                    let leader = route.route.leader();
+                    let error = Error::unavailable(format!(
+                        "node {} core {} at {addr}, which holds partition {} of table {table:?}, \
+                         cannot be reached: {why}",
+                        leader.map_or(0, |p| p.node),
+                        leader.map_or(0, |p| p.core),
+                        route.route.index
+                    ));
+                    (error, false)
+                }
+                Err(NodeFailure::Unknown(why)) if idempotent => {
+                    let error = Error::unavailable(format!(
+                        "the connection to {addr} failed after the request was sent: {why}"
+                    ));
+                    (error, false)
+                }
+                Err(NodeFailure::Unknown(why)) => {
+                    bump(&self.stats.errors);
+                    return Err(Error::internal(format!(
+                        "the connection to {addr} failed after the write was sent ({why}): \
+                         its outcome is unknown"
+                    )));
+                }
+            };
+            attempt += 1;
+            if attempt > ROUTER_RETRIES_MAX {
+                bump(&self.stats.errors);
+                return Err(error);
+            }
+            bump(&self.stats.retries);
+            tracing::debug!(core = self.core, table, attempt, %error, "retrying on a fresh route");
+            if typed {
+                // A move in progress answers `Unavailable` until it is done: give it time.
+                glommio::timer::sleep(backoff(attempt)).await;
+            }
+            refused = Some((route, typed, error));
+        }
+    }
+
+    /// The route of the partition holding `hash`: the cache's, or meta's on a miss. After a
+    /// refusal of `refused`, the cache's only if it changed meanwhile; else looked up again
+    /// unless it was fetched less than [`ROUTE_RECHECK_MS_MIN`] ago.
+    async fn route(
+        &self,
+        table: &str,
+        hash: u128,
+        refused: Option<&CachedRoute>,
+    ) -> Result<CachedRoute, Error> {
+        match refused {
+            None => {
+                if let Some(r) = self.cache.borrow_mut().lookup(table, hash) {
+                    return Ok(r);
+                }
+            }
+            Some(old) => {
+                let current = self.cache.borrow().peek(table, hash);
+                match current {
+                    Some(r) if !r.same_as(old) => return Ok(r),
+                    Some(r)
+                        if r.fetched_at.elapsed() < Duration::from_millis(ROUTE_RECHECK_MS_MIN) =>
+                    {
+                        return Ok(r)
+                    }
+                    _ => self.cache.borrow_mut().drop_route(old),
+                }
+            }
+        }
+        let lock = self.fill_lock(table);
+        let permit = lock.acquire_permit(1).await;
+        let result = async {
+            // Another request may have filled it while this one waited.
+            if let Some(r) = self.cache.borrow().peek(table, hash) {
+                if refused.is_none_or(|old| !r.same_as(old)) {
+                    return Ok(r);
+                }
+            }
+            let known = self.cache.borrow().table_id(table).is_some();
+            bump(&self.stats.meta_fetches);
+            if !known && refused.is_none() {
+                // A table never seen: take its whole map at once, so that a cold start costs
+                // meta one call per table and core, not one per partition.
+                self.fill_table(table).await?;
+                if let Some(r) = self.cache.borrow().peek(table, hash) {
+                    return Ok(r);
+                }
+            }
+            let route = self.meta.lookup(table, hash).await?;
+            let cached = CachedRoute::new(route, Instant::now())?;
+            if !cached.covers(hash) || cached.route.table != table {
+                return Err(Error::internal(format!(
+                    "the metadata service answered a lookup of table {table:?} with partition \
+                     {} of table {:?}, which does not hold the hash",
+                    cached.route.index, cached.route.table
+                )));
+            }
+            self.cache.borrow_mut().insert(cached.clone());
+            Ok(cached)
+        }
+        .await;
+        drop(permit);
+        self.release_fill_lock(table, lock);
+        result
+    }
+
+    /// Fetches a table's whole map into the cache.
+    async fn fill_table(&self, table: &str) -> Result<(), Error> {
+        let routes = self.meta.table_map(table).await?;
+        self.store_table(table, routes)
+    }
+
+    /// Replaces what the cache holds of `table` by `routes` (a refresh or a fill).
+    pub fn store_table(&self, table: &str, routes: Vec<Route>) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut checked = Vec::with_capacity(routes.len());
+        for r in routes {
+            if r.table != table {
+                return Err(Error::internal(format!(
+                    "the metadata service answered the map of table {table:?} with a route of {:?}",
+                    r.table
+                )));
+            }
+            checked.push(CachedRoute::new(r, now)?);
+        }
+        let mut cache = self.cache.borrow_mut();
+        cache.drop_table(table);
+        for r in checked {
+            cache.insert(r);
+        }
+        Ok(())
+    }
+
+    fn fill_lock(&self, table: &str) -> Rc<Semaphore> {
+        self.fills
+            .borrow_mut()
+            .entry(table.to_string())
+            .or_insert_with(|| Rc::new(Semaphore::new(1)))
+            .clone()
+    }
+
+    fn release_fill_lock(&self, table: &str, lock: Rc<Semaphore>) {
+        // The map's handle and this one: nobody else waits, so the entry can go.
+        if Rc::strong_count(&lock) == 2 {
+            self.fills.borrow_mut().remove(table);
+        }
+    }
+
+    /// How many partitions a table has (from the cache, or its map from meta).
+    async fn partitions(&self, table: &str) -> Result<u32, Error> {
+        if let Some(n) = self.cache.borrow().partitions(table) {
+            return Ok(n);
+        }
+        bump(&self.stats.meta_fetches);
+        self.fill_table(table).await?;
+        self.cache.borrow().partitions(table).ok_or_else(|| {
+            Error::internal(format!(
+                "the metadata service has no routes for table {table:?}"
+            ))
+        })
+    }
+
+    async fn scan(&self, scan: proto::Scan) -> Result<Response, Error> {
+        let hash = match &scan.resume {
+            None => 0,
+            Some(ScanResume { partition, .. }) => {
+                let n = self.partitions(&scan.table).await?;
+                if *partition >= n {
+                    bump(&self.stats.errors);
+                    return Err(Error::invalid(format!(
+                        "the scan resumes at partition {partition}, but table {:?} has {n}",
+                        scan.table
+                    )));
+                }
+                proto::partition_start(*partition, n)
+            }
+        };
+        let table = scan.table.clone();
+        self.forward(&table, hash, Request::Scan(scan)).await
+    }
+
+    /// Groups positions by the partition holding their key (the partition's start hash and
+    /// one hash inside it, to route the part by).
+    async fn group_by_partition<'k>(
+        &self,
+        table: &str,
+        keys: impl Iterator<Item = &'k Key>,
+    ) -> Result<BTreeMap<u128, (u128, Vec<usize>)>, Error> {
+        let mut groups: BTreeMap<u128, (u128, Vec<usize>)> = BTreeMap::new();
+        for (i, key) in keys.enumerate() {
+            let hash = proto::partition_key_hash(&key.partition);
+            let route = self.route(table, hash, None).await?;
+            groups
+                .entry(route.route.start())
+                .or_insert_with(|| (hash, Vec::new()))
+                .1
+                .push(i);
+        }
+        Ok(groups)
+    }
+
+    async fn batch_get(self: &Rc<Self>, batch: proto::BatchGet) -> Result<Response, Error> {
+        let groups = self
+            .group_by_partition(&batch.table, batch.keys.iter())
+            .await?;
+        let mut keys: Vec<Option<Key>> = batch.keys.into_iter().map(Some).collect();
+        let mut parts = Vec::with_capacity(groups.len());
+        for (_, (hash, positions)) in groups {
+            let part = proto::BatchGet {
+                table: batch.table.clone(),
+                keys: positions
+                    .iter()
+                    .map(|&i| keys[i].take().expect("one group per key"))
+                    .collect(),
+                consistency: batch.consistency,
+            };
+            let router = self.clone();
+            parts.push(spawn_part(async move {
+                let table = part.table.clone();
+                router.forward(&table, hash, Request::BatchGet(part)).await
+            }));
+        }
+        let mut items = Vec::new();
+        let mut unprocessed = Vec::new();
+        for part in parts {
+            match part.await? {
+                Response::BatchItems {
+                    items: i,
+                    unprocessed: u,
+                } => {
+                    items.extend(i);
+                    unprocessed.extend(u);
+                }
+                other => return Err(unexpected_answer("BatchGet", &other)),
+            }
+        }
+        Ok(Response::BatchItems { items, unprocessed })
+    }
+
+    async fn batch_write(self: &Rc<Self>, batch: proto::BatchWrite) -> Result<Response, Error> {
+        let groups = self
+            .group_by_partition(&batch.table, batch.writes.iter().map(|w| w.key()))
+            .await?;
+        let total = batch.writes.len();
+        let mut writes: Vec<Option<proto::WriteOp>> = batch.writes.into_iter().map(Some).collect();
+        let mut parts = Vec::with_capacity(groups.len());
+        for (_, (hash, positions)) in groups {
+            let part = proto::BatchWrite {
+                table: batch.table.clone(),
+                writes: positions
+                    .iter()
+                    .map(|&i| writes[i].take().expect("one group per write"))
+                    .collect(),
+            };
+            let router = self.clone();
+            let task = spawn_part(async move {
+                let table = part.table.clone();
+                router
+                    .forward(&table, hash, Request::BatchWrite(part))
+                    .await
+            });
+            parts.push((positions, task));
+        }
+        let mut outcomes: Vec<Option<WriteOutcome>> = (0..total).map(|_| None).collect();
+        for (positions, task) in parts {
+            match task.await {
+                Ok(Response::BatchWritten { outcomes: got }) if got.len() == positions.len() => {
+                    for (i, o) in positions.into_iter().zip(got) {
+                        outcomes[i] = Some(o);
+                    }
+                }
+                Ok(other) => {
+                    let e = unexpected_answer("BatchWrite", &other);
+                    for i in positions {
+                        outcomes[i] = Some(WriteOutcome::Failed(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for i in positions {
+                        outcomes[i] = Some(WriteOutcome::Failed(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(Response::BatchWritten {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| o.expect("every position belongs to one part"))
+                .collect(),
+        })
+    }
+}
+
+/// Runs a batch part as its own task so that the parts go out at once.
+fn spawn_part(
+    f: impl std::future::Future<Output = Result<Response, Error>> + 'static,
+) -> glommio::Task<Result<Response, Error>> {
+    glommio::spawn_local(f)
+}
+
+/// The wait before retry number `attempt` (1 for the first).
+pub fn backoff(attempt: u32) -> Duration {
+    let ms = RETRY_BACKOFF_MS_INITIAL
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
+        .min(RETRY_BACKOFF_MS_MAX);
+    Duration::from_millis(ms)
+}
+
+fn unexpected_answer(asked: &str, got: &Response) -> Error {
+    let name = match got {
+        Response::Table(_) => "Table",
+        Response::Tables { .. } => "Tables",
+        Response::Written { .. } => "Written",
+        Response::Item(_) => "Item",
+        Response::Deleted { .. } => "Deleted",
+        Response::QueryPage { .. } => "QueryPage",
+        Response::ScanPage { .. } => "ScanPage",
+        Response::BatchItems { .. } => "BatchItems",
+        Response::BatchWritten { .. } => "BatchWritten",
+        Response::Error(_) => "Error",
+    };
+    Error::internal(format!("a node answered a {asked} part with {name}"))
+}
