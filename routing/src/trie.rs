@@ -276,6 +276,10 @@ fn bit_at(key: &Key, bit: u32) -> usize {
     ((key[(bit / 8) as usize] >> (7 - bit % 8)) & 1) as usize
 }
 
+/// No node: a sentinel that is never a valid reference (leaf indices stay below
+/// [`ROUTES_MAX`], inner ones below twice that).
+const NO_NODE: u32 = u32::MAX;
+
 #[inline(always)]
 fn is_leaf(node: u32) -> bool {
     node & LEAF_TAG != 0
@@ -483,8 +487,9 @@ impl<V: Clone + Digest> Trie<V> {
         };
         // Walk the same way again, stopping where the subtree shares bits [0, diff) with
         // `key`; remember the last left sibling passed on the way.
+        // The sides taken are random, so `left` is chosen without a branch to mispredict.
         let mut node = root;
-        let mut left = None;
+        let mut left = NO_NODE;
         while !is_leaf(node) {
             let inner = &self.inner[node as usize];
             debug_assert_ne!(u32::from(inner.bit), diff);
@@ -492,12 +497,16 @@ impl<V: Clone + Digest> Trie<V> {
                 break;
             }
             let side = inner.side(key);
-            if side == 1 {
-                left = Some(inner.child[0]);
-            }
+            left = [left, inner.child[0]][side];
             node = inner.child[side];
         }
-        let below = if bit_at(key, diff) == 1 { node } else { left? };
+        let below = if bit_at(key, diff) == 1 {
+            node
+        } else if left == NO_NODE {
+            return None;
+        } else {
+            left
+        };
         self.entry(self.last_leaf(below))
     }
 
