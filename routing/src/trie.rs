@@ -5,11 +5,11 @@
 //! Nodes live in arenas indexed by u32; a child reference with its top bit set
 //! ([`LEAF_TAG`]) names a leaf, otherwise an inner node. What a lookup touches is kept apart
 //! from what only a mutation or a sync touches, so that the descent reads 16 bytes per level
-//! (four nodes to a cache line) and a floor finds a subtree's greatest key in one more load:
+//! (four nodes to a cache line) and a floor finds its answer in a node it has already read:
 //!
 //! ```text
-//! inner:      [Inner { child: [u32; 2], last: u32, bit: u16, byte: u8, shift: u8 }]  16 B
-//! inner_sum:  [Summary { hash: u128, count: u64 }]                         the Merkle side
+//! inner:      [Inner { child: [u32; 2], left_last: u32, bit: u16, byte: u8, shift: u8 }]  16 B
+//! inner_sum:  [Summary { hash: u128, count: u64, last: u32 }]  the Merkle side, the greatest leaf
 //! leaves:     [Leaf { key: [u8; 24], value: Option<V> }]                  None = a free slot
 //! leaf_hash:  [u128]
 //! ```
@@ -165,9 +165,10 @@ impl std::error::Error for CapacityError {}
 struct Inner {
     /// Children by the key's value at the critical bit.
     child: [u32; 2],
-    /// The leaf index of the subtree's greatest key: a floor that needs it takes one load
-    /// instead of a walk down the right spine (kept by `rehash`).
-    last: u32,
+    /// The leaf index of `child[0]`'s greatest key (kept by `rehash`): the floor of a key
+    /// that turns right here, or left here and right ever after, is found in a node the
+    /// descent already read, never by a walk down a right spine.
+    left_last: u32,
     /// The critical bit (0 = the most significant bit of byte 0).
     bit: u16,
     /// `bit / 8`: the byte to test.
@@ -181,7 +182,7 @@ impl Inner {
         debug_assert!(bit < KEY_BITS);
         Inner {
             child,
-            last: 0,
+            left_last: 0,
             bit: bit as u16,
             byte: (bit / 8) as u8,
             shift: (7 - bit % 8) as u8,
@@ -210,6 +211,8 @@ struct Leaf<V> {
 struct Summary {
     hash: u128,
     count: u64,
+    /// The leaf index of the subtree's greatest key.
+    last: u32,
 }
 
 /// The deepest a descent goes: one inner node per critical bit at most, since they strictly
@@ -485,11 +488,16 @@ impl<V: Clone + Digest> Trie<V> {
         let Some(diff) = first_diff_bit(key, &self.leaves[best].key) else {
             return self.entry(best);
         };
-        // Walk the same way again, stopping where the subtree shares bits [0, diff) with
-        // `key`; remember the last left sibling passed on the way.
-        // The sides taken are random, so `left` is chosen without a branch to mispredict.
+        // Walk the same way again (through cached nodes) down to the subtree S hanging at
+        // `diff`. If `key` has a 1 there, all of S is below it and the answer is S's greatest
+        // key: S lies on the right spine of the left child of the last left turn, so it is
+        // that turn's `left_last` (the whole trie's last key if there was none). If `key` has
+        // a 0, all of S is above it and the answer is the greatest key left of the path: the
+        // last right turn's `left_last`. The sides are random, so both are picked without a
+        // branch to mispredict.
         let mut node = root;
-        let mut left = NO_NODE;
+        let mut left_of_path = NO_NODE;
+        let mut spine_end = NO_NODE;
         while !is_leaf(node) {
             let inner = &self.inner[node as usize];
             debug_assert_ne!(u32::from(inner.bit), diff);
@@ -497,17 +505,22 @@ impl<V: Clone + Digest> Trie<V> {
                 break;
             }
             let side = inner.side(key);
-            left = [left, inner.child[0]][side];
+            left_of_path = [left_of_path, inner.left_last][side];
+            spine_end = [inner.left_last, spine_end][side];
             node = inner.child[side];
         }
-        let below = if bit_at(key, diff) == 1 {
-            node
-        } else if left == NO_NODE {
+        let answer = if bit_at(key, diff) == 1 {
+            if spine_end == NO_NODE {
+                self.last_leaf(root)
+            } else {
+                spine_end as usize
+            }
+        } else if left_of_path == NO_NODE {
             return None;
         } else {
-            left
+            left_of_path as usize
         };
-        self.entry(self.last_leaf(below))
+        self.entry(answer)
     }
 
     /// Removes every key under `prefix`, returning how many there were.
@@ -581,7 +594,8 @@ impl<V: Clone + Digest> Trie<V> {
         let left = self.copy_depth_first(inner.child[0], out);
         let right = self.copy_depth_first(inner.child[1], out);
         out.inner[fresh].child = [left, right];
-        out.inner[fresh].last = out.last_leaf(right) as u32;
+        out.inner[fresh].left_last = out.last_leaf(left) as u32;
+        out.inner_sum[fresh].last = out.last_leaf(right) as u32;
         fresh as u32
     }
 
@@ -739,16 +753,23 @@ impl<V: Clone + Digest> Trie<V> {
         }
         let (l_hash, l_count) = self.check_node(inner.child[0], Some(bit), inner_seen, leaf_seen);
         let (r_hash, r_count) = self.check_node(inner.child[1], Some(bit), inner_seen, leaf_seen);
-        let mut last = inner.child[1];
-        while !is_leaf(last) {
-            last = self.inner[last as usize].child[1];
-        }
+        let spine_end = |mut node: u32| {
+            while !is_leaf(node) {
+                node = self.inner[node as usize].child[1];
+            }
+            leaf_index(node)
+        };
+        let sum = self.inner_sum[index];
         assert_eq!(
-            inner.last as usize,
-            leaf_index(last),
+            inner.left_last as usize,
+            spine_end(inner.child[0]),
+            "inner {index}'s left child's last leaf"
+        );
+        assert_eq!(
+            sum.last as usize,
+            spine_end(inner.child[1]),
             "inner {index}'s last leaf"
         );
-        let sum = self.inner_sum[index];
         assert_eq!(sum.hash, inner_hash(l_hash, r_hash), "inner {index}'s hash");
         assert_eq!(sum.count, l_count + r_count, "inner {index}'s count");
         (sum.hash, sum.count)
@@ -779,7 +800,7 @@ impl<V> Trie<V> {
         if is_leaf(node) {
             leaf_index(node)
         } else {
-            self.inner[node as usize].last as usize
+            self.inner_sum[node as usize].last as usize
         }
     }
 
@@ -830,10 +851,11 @@ impl<V> Trie<V> {
             let inner = self.inner[node as usize];
             let (l_hash, l_count) = self.summary_of(inner.child[0]);
             let (r_hash, r_count) = self.summary_of(inner.child[1]);
-            self.inner[node as usize].last = self.last_leaf(inner.child[1]) as u32;
+            self.inner[node as usize].left_last = self.last_leaf(inner.child[0]) as u32;
             self.inner_sum[node as usize] = Summary {
                 hash: inner_hash(l_hash, r_hash),
                 count: l_count + r_count,
+                last: self.last_leaf(inner.child[1]) as u32,
             };
         }
     }
