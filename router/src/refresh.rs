@@ -47,12 +47,12 @@ pub async fn refresh_once(router: &Rc<Router>) -> Result<RefreshOutcome, Error> 
     Ok(outcome)
 }
 
-/// Refreshes every `interval` until `stop` says so.
-pub async fn run(router: Rc<Router>, interval: Duration, stop: Rc<std::cell::Cell<bool>>) {
+/// Refreshes every `interval` while `alive` holds.
+pub async fn run(router: Rc<Router>, interval: Duration, alive: Rc<std::cell::Cell<bool>>) {
     let mut failing = false;
-    while !stop.get() {
+    while alive.get() {
         glommio::timer::sleep(interval).await;
-        if stop.get() {
+        if !alive.get() {
             break;
         }
         let c = &router.stats;
