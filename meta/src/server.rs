@@ -1,0 +1,392 @@
+//! The network side: the listener and its connections (the node's server loop, kept in
+//! step with `shard-node/src/server.rs`; meta cannot import the node's crate).
+//!
+//! A connection carries many requests in flight; each runs as its own task and its answer
+//! is queued, in completion order, for the connection's single writer, matched by request
+//! id. Native frames (table admin) and cluster frames travel on the same connection.
+//! Bounds:
+//!
+//! - at [`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`] requests in flight, or
+//!   [`RESPONSE_BACKLOG_BYTES_MAX`] bytes of answers the client has not read, it stops
+//!   reading (TCP back-pressure);
+//! - beyond [`CONNECTIONS_MAX`] connections, a new one is closed at once.
+//!
+//! Bad input never takes the service down: a frame whose payload is bad (checksum, version,
+//! contents) gets a typed error and the connection goes on; a frame whose framing is lost
+//! (bad magic, oversized length, unknown kind or flags) ends the connection, with the
+//! reason logged, after the requests already read are answered.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::limits::{
+    CONNECTIONS_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, RESPONSE_BACKLOG_BYTES_MAX,
+    SOCKET_READ_BYTES,
+};
+
+/// What serves requests: the metadata service.
+pub trait Service: 'static {
+    /// Answers one request (a response or a typed error; never a panic on bad input).
+    fn serve(self: &Rc<Self>, request: proto::Request) -> impl Future<Output = proto::Response>;
+
+    /// Answers one cluster message (nodes, routers, admin tools).
+    fn serve_cluster(
+        self: &Rc<Self>,
+        request: proto::cluster::ClusterRequest,
+    ) -> impl Future<Output = proto::cluster::ClusterReply>;
+}
+
+/// Starts draining: stop accepting, stop reading new requests, answer those in flight.
+#[derive(Default)]
+pub struct Drain {
+    draining: Cell<bool>,
+    waiters: RefCell<HashMap<u64, Waker>>,
+    next_id: Cell<u64>,
+}
+
+impl Drain {
+    /// Whether draining has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Starts draining and wakes everyone who watches.
+    pub fn start(&self) {
+        self.draining.set(true);
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        waiters.into_values().for_each(Waker::wake);
+    }
+
+    fn id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
+
+    fn watch(&self, id: u64, waker: &Waker) {
+        self.waiters.borrow_mut().insert(id, waker.clone());
+    }
+
+    fn unwatch(&self, id: u64) {
+        self.waiters.borrow_mut().remove(&id);
+    }
+
+    /// Resolves once draining has started. Dropping it before then forgets its waker (an
+    /// accept that wins the race drops one per connection).
+    pub fn started(&self) -> DrainStarted<'_> {
+        DrainStarted {
+            drain: self,
+            id: self.id(),
+        }
+    }
+}
+
+/// The future of [`Drain::started`].
+pub struct DrainStarted<'a> {
+    drain: &'a Drain,
+    id: u64,
+}
+
+impl Future for DrainStarted<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.drain.is_draining() {
+            Poll::Ready(())
+        } else {
+            self.drain.watch(self.id, cx.waker());
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for DrainStarted<'_> {
+    fn drop(&mut self) {
+        self.drain.unwatch(self.id);
+    }
+}
+
+/// The live connections, for the limit and for the drain.
+#[derive(Default)]
+pub struct Connections {
+    open: Cell<usize>,
+    accepted: Cell<u64>,
+    refused: Cell<u64>,
+    closed_waker: RefCell<Option<Waker>>,
+}
+
+impl Connections {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.get()
+    }
+
+    /// Connections closed at once because the service was at its limit.
+    pub fn refused(&self) -> u64 {
+        self.refused.get()
+    }
+
+    /// Resolves when no connection is open.
+    pub async fn all_closed(&self) {
+        poll_fn(|cx| {
+            if self.open.get() == 0 {
+                Poll::Ready(())
+            } else {
+                *self.closed_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn closed(&self) {
+        self.open.set(self.open.get() - 1);
+        if self.open.get() == 0 {
+            if let Some(w) = self.closed_waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Accepts on `listener` until draining starts, serving each connection in its own task.
+pub async fn accept_loop<S: Service>(
+    listener: TcpListener,
+    service: Rc<S>,
+    connections: Rc<Connections>,
+    drain: Rc<Drain>,
+) {
+    let name = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            drain.started().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: log, pause briefly so a storm does not spin the executor.
+                tracing::warn!(listener = %name, error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if connections.open.get() >= CONNECTIONS_MAX {
+            connections.refused.set(connections.refused.get() + 1);
+            tracing::warn!(
+                listener = %name,
+                limit = CONNECTIONS_MAX,
+                "connection refused: the service is at its connection limit"
+            );
+            drop(stream);
+            continue;
+        }
+        connections.open.set(connections.open.get() + 1);
+        connections.accepted.set(connections.accepted.get() + 1);
+        let (service, connections, drain) = (service.clone(), connections.clone(), drain.clone());
+        glommio::spawn_local(async move {
+            let peer = stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
+            match serve_connection(stream, service, drain).await {
+                Ok(()) => tracing::debug!(%peer, "connection closed"),
+                Err(ConnectionEnd::FramingLost(reason)) => {
+                    tracing::warn!(%peer, %reason, "connection closed: framing lost")
+                }
+                Err(ConnectionEnd::Io(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection failed")
+                }
+            }
+            connections.closed();
+        })
+        .detach();
+    }
+    tracing::debug!(listener = %name, "stopped accepting");
+}
+
+/// Why a connection ended other than by the client closing it.
+#[derive(Debug)]
+pub enum ConnectionEnd {
+    /// The byte stream stopped being frames.
+    FramingLost(proto::FramingLost),
+    /// A read or write failed.
+    Io(std::io::Error),
+}
+
+/// What a connection's request tasks share with its writer.
+#[derive(Default)]
+struct Outbox {
+    /// Encoded response frames, in completion order.
+    bytes: RefCell<Vec<u8>>,
+    in_flight: Cell<usize>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Outbox {
+    fn push(&self, frame: &[u8]) {
+        self.bytes.borrow_mut().extend_from_slice(frame);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// Serves one connection until the client closes it, draining ends it, or it fails.
+pub async fn serve_connection<S: Service>(
+    mut stream: TcpStream,
+    service: Rc<S>,
+    drain: Rc<Drain>,
+) -> Result<(), ConnectionEnd> {
+    let outbox = Rc::new(Outbox::default());
+    let mut reader = proto::FrameReader::new();
+    let mut read_buf = vec![0u8; SOCKET_READ_BYTES];
+    let mut writing: Vec<u8> = Vec::new();
+    let mut written = 0usize;
+    // Whether more requests may come: false after end of file, lost framing or a drain.
+    let mut reading = true;
+    let mut lost: Option<proto::FramingLost> = None;
+    let drain_id = drain.id();
+    let mut watching = false;
+
+    let result = poll_fn(|cx| loop {
+        let mut progressed = false;
+        if reading && drain.is_draining() {
+            reading = false;
+        }
+
+        // Take whole frames while under the in-flight bound.
+        while reading && outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
+            match reader.next_frame() {
+                Ok(Some(frame)) => {
+                    progressed = true;
+                    let id = frame.header.request_id;
+                    if frame.header.kind == proto::FrameKind::Cluster {
+                        match proto::decode_cluster(&frame) {
+                            Err(e) => outbox.push(&proto::encode_cluster_reply(
+                                id,
+                                &proto::cluster::ClusterReply::Error(e),
+                            )),
+                            Ok(message) => {
+                                outbox.in_flight.set(outbox.in_flight.get() + 1);
+                                let (service, outbox) = (service.clone(), outbox.clone());
+                                glommio::spawn_local(async move {
+                                    let reply = service.serve_cluster(message).await;
+                                    outbox.push(&proto::encode_cluster_reply(id, &reply));
+                                    outbox.in_flight.set(outbox.in_flight.get() - 1);
+                                })
+                                .detach();
+                            }
+                        }
+                        continue;
+                    }
+                    match proto::decode_request(&frame) {
+                        Err(e) => {
+                            outbox.push(&proto::encode_response(id, &proto::Response::Error(e)))
+                        }
+                        Ok(request) => {
+                            outbox.in_flight.set(outbox.in_flight.get() + 1);
+                            let (service, outbox) = (service.clone(), outbox.clone());
+                            glommio::spawn_local(async move {
+                                let response = service.serve(request).await;
+                                outbox.push(&proto::encode_response(id, &response));
+                                outbox.in_flight.set(outbox.in_flight.get() - 1);
+                            })
+                            .detach();
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    reading = false;
+                    lost = Some(e);
+                }
+            }
+        }
+
+        // Read more, unless the client is not reading its answers or has too much in flight.
+        let backlog = outbox.bytes.borrow().len() + (writing.len() - written);
+        if reading
+            && outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX
+            && backlog < RESPONSE_BACKLOG_BYTES_MAX
+        {
+            match Pin::new(&mut stream).poll_read(cx, &mut read_buf) {
+                Poll::Ready(Ok(0)) => {
+                    reading = false;
+                    progressed = true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    reader.push(&read_buf[..n]);
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnectionEnd::Io(e))),
+                Poll::Pending => {}
+            }
+        }
+
+        // Write what is queued: everything answered since the last write goes in one.
+        if written == writing.len() {
+            writing.clear();
+            written = 0;
+            std::mem::swap(&mut writing, &mut *outbox.bytes.borrow_mut());
+        }
+        if written < writing.len() {
+            match Pin::new(&mut stream).poll_write(cx, &writing[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(ConnectionEnd::Io(
+                        std::io::ErrorKind::WriteZero.into(),
+                    )))
+                }
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    progressed = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ConnectionEnd::Io(e))),
+                Poll::Pending => {}
+            }
+        }
+
+        let idle = outbox.in_flight.get() == 0
+            && written == writing.len()
+            && outbox.bytes.borrow().is_empty();
+        if !reading && idle {
+            return Poll::Ready(match lost.take() {
+                Some(e) => Err(ConnectionEnd::FramingLost(e)),
+                None => Ok(()),
+            });
+        }
+        if !progressed {
+            *outbox.waker.borrow_mut() = Some(cx.waker().clone());
+            if reading && !watching {
+                // A task's waker stays valid for the task's life: register it once.
+                drain.watch(drain_id, cx.waker());
+                watching = true;
+            }
+            return Poll::Pending;
+        }
+    })
+    .await;
+    drain.unwatch(drain_id);
+    if result.is_ok() {
+        let _ = futures_lite::AsyncWriteExt::close(&mut stream).await;
+    }
+    result
+}
