@@ -8,10 +8,11 @@
 //! range also covers the hash: with lazy filling, the floor of a hash may be a cached
 //! neighbour range while the hash's own range was never fetched.
 //!
-//! The map is a `BTreeMap` behind [`RouteMap`] until the `routing` crate's Merkle trie lands;
-//! then [`RouteMap`] becomes `routing::Trie` and the refresh becomes a Merkle sync.
+//! The map is the `routing` crate's crit-bit trie with Merkle hashes ([`RouteMap`] wraps
+//! it), so that the constant-rate refresh can bring it level with the metadata service's
+//! map by comparing hashes from the top down ([`crate::refresh`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
@@ -21,19 +22,7 @@ use proto::Error;
 
 use crate::limits::CACHED_ROUTES_MAX;
 
-/// Bytes of a routing key: a table id (8) and a range start (16).
-pub const KEY_BYTES: usize = 24;
-
-/// A routing key (see the module doc).
-pub type Key = [u8; KEY_BYTES];
-
-/// The key of a table's range starting at `start`: the same layout as `routing::route_key`.
-pub fn route_key(table_id: u64, start: u128) -> Key {
-    let mut k = [0u8; KEY_BYTES];
-    k[..8].copy_from_slice(&table_id.to_be_bytes());
-    k[8..].copy_from_slice(&start.to_be_bytes());
-    k
-}
+pub use routing::{route_key, Key, KEY_BYTES};
 
 /// A route as the cache keeps it: shared (a request holds it while the cache moves on), with
 /// its leader's address parsed once.
@@ -76,6 +65,14 @@ impl CachedRoute {
     }
 }
 
+/// The Merkle hash of a cached route covers the route only (never when it was fetched), so
+/// that it equals the metadata service's hash of the same route.
+impl routing::Digest for CachedRoute {
+    fn digest(&self) -> u128 {
+        self.route.digest()
+    }
+}
+
 /// Refuses a route that would make the placement functions panic or route nowhere.
 fn check_route(route: &Route) -> Result<(), Error> {
     if route.partitions == 0 || route.index >= route.partitions {
@@ -100,61 +97,67 @@ pub struct CacheStats {
     pub routes_dropped: u64,
 }
 
-/// The ordered map under the cache (the `BTreeMap` stand-in for `routing::Trie`).
+/// The ordered map under the cache: the routing trie.
 #[derive(Default)]
 pub struct RouteMap {
-    map: BTreeMap<Key, CachedRoute>,
+    trie: routing::Trie<CachedRoute>,
 }
 
 impl RouteMap {
     /// Routes held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.trie.len()
     }
 
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.trie.is_empty()
     }
 
     /// The entry with the greatest key at most `key`.
     pub fn floor(&self, key: &Key) -> Option<(&Key, &CachedRoute)> {
-        self.map.range(..=*key).next_back()
+        self.trie.floor(key)
     }
 
-    /// Stores a route under its key.
+    /// Stores a route under its key (the caller keeps the count under
+    /// [`CACHED_ROUTES_MAX`], which is the trie's own bound).
     pub fn insert(&mut self, key: Key, value: CachedRoute) -> Option<CachedRoute> {
-        self.map.insert(key, value)
+        self.trie.insert(key, value)
     }
 
     /// Removes a key.
     pub fn remove(&mut self, key: &Key) -> Option<CachedRoute> {
-        self.map.remove(key)
+        self.trie.remove(key)
     }
 
     /// Removes every route of a table; returns how many.
     pub fn remove_table(&mut self, table_id: u64) -> usize {
-        let keys: Vec<Key> = self.table(table_id).map(|(k, _)| *k).collect();
-        for k in &keys {
-            self.map.remove(k);
-        }
-        keys.len()
+        self.trie.remove_prefix(&routing::table_prefix(table_id))
     }
 
     /// A table's routes in hash order.
     pub fn table(&self, table_id: u64) -> impl Iterator<Item = (&Key, &CachedRoute)> {
-        self.map
-            .range(route_key(table_id, 0)..=route_key(table_id, u128::MAX))
+        self.trie.iter_prefix(&routing::table_prefix(table_id))
     }
 
     /// Every route in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &CachedRoute)> {
-        self.map.iter()
+        self.trie.iter()
     }
 
     /// Drops everything.
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.trie = routing::Trie::new();
+    }
+
+    /// The trie itself, for the Merkle sync.
+    pub fn trie(&self) -> &routing::Trie<CachedRoute> {
+        &self.trie
+    }
+
+    /// The trie itself, for the Merkle sync to change.
+    pub fn trie_mut(&mut self) -> &mut routing::Trie<CachedRoute> {
+        &mut self.trie
     }
 }
 
@@ -292,6 +295,19 @@ impl RouteCache {
         let routes = &self.routes;
         self.tables
             .retain(|_, id| routes.table(*id).next().is_some());
+    }
+
+    /// Rebuilds the table names from the routes (after a refresh changed them).
+    pub fn rename_tables(&mut self) {
+        self.tables.clear();
+        for (_, r) in self.routes.iter() {
+            self.tables.insert(r.route.table.clone(), r.route.table_id);
+        }
+    }
+
+    /// Counts routes a refresh fetched.
+    pub fn count_fetched(&mut self, n: u64) {
+        self.stats.routes_fetched += n;
     }
 
     /// Counts a route the refresh removed.

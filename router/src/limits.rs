@@ -47,9 +47,9 @@ pub const META_CONNECTIONS_PER_CORE_MAX: usize = 4;
 /// (the load on meta must not depend on what requests do: the DynamoDB lesson).
 pub const ROUTE_RECHECK_MS_MIN: u64 = 50;
 
-/// Routes one core's cache holds at most. 4,096 tables of 256 partitions; past this the
-/// cache is cleared and fills again lazily (a map that large belongs to a bigger router).
-pub const CACHED_ROUTES_MAX: usize = 1 << 20;
+/// Routes one core's cache holds at most: the routing trie's own bound (4,096 tables of
+/// 256 partitions). Past this the cache is cleared and fills again lazily.
+pub const CACHED_ROUTES_MAX: usize = routing::ROUTES_MAX;
 
 /// Prefix expansions of one Merkle sync at most, before the refresh gives up until its next
 /// period. A sync takes about 2 rounds per trie level where the maps differ; this bounds the

@@ -327,9 +327,10 @@ fn the_refresh_finds_a_move_before_any_request_is_refused() {
     );
     assert_eq!(b.items(), 1);
     // Refreshes happen whether requests come or not.
-    let before = meta.lookups();
+    let (syncs, lookups) = (meta.syncs(), meta.lookups());
     std::thread::sleep(Duration::from_millis(300));
-    assert!(meta.lookups() >= before + 3, "refreshes at a constant rate");
+    assert!(meta.syncs() >= syncs + 3, "refreshes at a constant rate");
+    assert_eq!(meta.lookups(), lookups, "a synced cache needs no lookups");
 }
 
 #[test]
@@ -349,4 +350,50 @@ fn two_cores_share_the_port_and_each_routes_on_its_own() {
         }
     }
     assert_eq!(a.items(), 80);
+}
+
+#[test]
+fn the_merkle_sync_fetches_what_changed_and_drops_what_is_gone() {
+    let (a, b) = (FakeNode::start(), FakeNode::start());
+    let meta = FakeMeta::start(vec![a.addr()]);
+    let router = RouterProc::start(
+        meta.addr(),
+        &["--cores", "0", "--refresh-interval-ms", "100"],
+    );
+    let mut c = router.client();
+    create(&mut c, "wide", 64);
+    create(&mut c, "gone", 2);
+    a.hold_from(&meta.routes("wide"));
+    a.hold_from(&meta.routes("gone"));
+    // Let a few refreshes bring the whole map over, then count what one move costs.
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = meta.state.lock().unwrap().prefixes_expanded;
+    meta.move_partition("wide", 17, b.addr());
+    a.hold_from(&meta.routes("wide"));
+    b.hold_from(&meta.routes("wide"));
+    std::thread::sleep(Duration::from_millis(400));
+    let asked_for_move = meta.state.lock().unwrap().prefixes_expanded - asked;
+    // One changed leaf among 66: about two prefixes per level down to it, far from 66.
+    assert!(
+        (1..=32).contains(&asked_for_move),
+        "one move cost {asked_for_move} prefixes"
+    );
+    let lookups = meta.lookups();
+    let k = (0..)
+        .map(key)
+        .find(|k| proto::partition_index(proto::partition_key_hash(&k.partition), 64) == 17)
+        .unwrap();
+    c.put("wide", k, b"v".to_vec()).unwrap();
+    assert_eq!(
+        b.items(),
+        1,
+        "the synced route led to the new owner at once"
+    );
+    assert_eq!(meta.lookups(), lookups);
+
+    // A table deleted elsewhere (through another router) leaves this cache at the next sync.
+    meta.state.lock().unwrap().tables.remove("gone");
+    std::thread::sleep(Duration::from_millis(400));
+    let e = server_error(c.get("gone", key(1), Consistency::Strong).unwrap_err());
+    assert!(matches!(e, Error::UnknownTable { .. }), "{e}");
 }

@@ -107,6 +107,23 @@ pub struct MetaState {
     pub nodes: Vec<SocketAddr>,
     pub lookups: u64,
     pub table_maps: u64,
+    /// `SyncRoot` calls (one per refresh).
+    pub syncs: u64,
+    /// Prefixes asked by `SyncExpand` calls.
+    pub prefixes_expanded: u64,
+}
+
+impl MetaState {
+    /// The map as a routing trie, built afresh (tests hold a few routes).
+    fn trie(&self) -> routing::Trie<Route> {
+        let mut t = routing::Trie::new();
+        for (_, routes) in self.tables.values() {
+            for r in routes {
+                t.insert(routing::route_key(r.table_id, r.start()), r.clone());
+            }
+        }
+        t
+    }
 }
 
 pub struct FakeMeta {
@@ -164,6 +181,10 @@ impl FakeMeta {
         let st = self.state.lock().unwrap();
         st.lookups + st.table_maps
     }
+
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().unwrap().syncs
+    }
 }
 
 fn unknown(name: &str) -> Error {
@@ -189,6 +210,22 @@ fn meta_cluster(st: &mut MetaState, r: ClusterRequest) -> ClusterReply {
                 None => ClusterReply::Error(unknown(&table)),
                 Some((_, routes)) => ClusterReply::Routes(routes.clone()),
             }
+        }
+        ClusterRequest::SyncRoot => {
+            st.syncs += 1;
+            let (hash, count) = st.trie().root();
+            ClusterReply::SyncRoot { hash, count }
+        }
+        ClusterRequest::SyncExpand { prefixes } => {
+            let prefixes = match routing::prefixes_from_wire(&prefixes) {
+                Ok(p) => p,
+                Err(e) => return ClusterReply::Error(Error::invalid(e.to_string())),
+            };
+            st.prefixes_expanded += prefixes.len() as u64;
+            let trie = st.trie();
+            ClusterReply::Expansions(routing::expansions_to_wire(
+                prefixes.iter().map(|p| trie.expand(p)).collect(),
+            ))
         }
         other => ClusterReply::Error(Error::invalid(format!(
             "the fake meta does not do {other:?}"
