@@ -30,6 +30,7 @@ use proto::{Error, Key, Request, Response, ScanResume, WriteOutcome};
 use crate::cache::{CachedRoute, RouteCache};
 use crate::limits::{
     RETRY_BACKOFF_MS_INITIAL, RETRY_BACKOFF_MS_MAX, ROUTER_RETRIES_MAX, ROUTE_RECHECK_MS_MIN,
+    UNKNOWN_TABLES_MAX, UNKNOWN_TABLE_REMEMBER_MS,
 };
 use crate::meta::MetaLink;
 use crate::nodes::{NodeFailure, NodePool};
@@ -73,6 +74,8 @@ pub struct Router {
     pub stats: RouterStats,
     /// One fill at a time per table: requests that miss together wait for one fetch.
     fills: RefCell<HashMap<String, Rc<Semaphore>>>,
+    /// Tables meta said it does not know, and when (see [`UNKNOWN_TABLE_REMEMBER_MS`]).
+    unknown: RefCell<HashMap<String, Instant>>,
 }
 
 impl Router {
@@ -85,6 +88,7 @@ impl Router {
             nodes: NodePool::new(),
             stats: RouterStats::default(),
             fills: RefCell::new(HashMap::new()),
+            unknown: RefCell::new(HashMap::new()),
         }
     }
 
@@ -135,6 +139,9 @@ impl Router {
             Request::DeleteTable { name } => Some(name.clone()),
             _ => None,
         };
+        if let Request::CreateTable(c) = &request {
+            self.unknown.borrow_mut().remove(&c.name);
+        }
         let answer = self.meta.admin(&request).await;
         if let (Some(name), Ok(_)) = (&deleted, &answer) {
             // This core forgets it now; the others at their next refresh.
@@ -253,6 +260,7 @@ impl Router {
                 }
             }
         }
+        self.known_to_meta(table)?;
         let lock = self.fill_lock(table);
         let permit = lock.acquire_permit(1).await;
         let result = async {
@@ -287,7 +295,31 @@ impl Router {
         .await;
         drop(permit);
         self.release_fill_lock(table, lock);
+        if let Err(Error::UnknownTable { .. }) = &result {
+            let mut unknown = self.unknown.borrow_mut();
+            if unknown.len() >= UNKNOWN_TABLES_MAX {
+                unknown.clear();
+            }
+            unknown.insert(table.to_string(), Instant::now());
+        }
         result
+    }
+
+    /// Fails at once for a table meta said it does not know, a moment ago.
+    fn known_to_meta(&self, table: &str) -> Result<(), Error> {
+        let mut unknown = self.unknown.borrow_mut();
+        match unknown.get(table) {
+            Some(at) if at.elapsed() < Duration::from_millis(UNKNOWN_TABLE_REMEMBER_MS) => {
+                Err(Error::UnknownTable {
+                    name: table.to_string(),
+                })
+            }
+            Some(_) => {
+                unknown.remove(table);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Fetches a table's whole map into the cache.
@@ -337,6 +369,7 @@ impl Router {
         if let Some(n) = self.cache.borrow().partitions(table) {
             return Ok(n);
         }
+        self.known_to_meta(table)?;
         bump(&self.stats.meta_fetches);
         self.fill_table(table).await?;
         self.cache.borrow().partitions(table).ok_or_else(|| {

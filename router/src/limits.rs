@@ -47,6 +47,16 @@ pub const META_CONNECTIONS_PER_CORE_MAX: usize = 4;
 /// (the load on meta must not depend on what requests do: the DynamoDB lesson).
 pub const ROUTE_RECHECK_MS_MIN: u64 = 50;
 
+/// How long a core remembers that the metadata service knows no table of a name. Requests
+/// to a table that does not exist are all misses; without this, each would cost meta a
+/// call, and a client looping on a typo (or on a deleted table) would set meta's load.
+/// A table created through another router is seen after at most this long (or at the next
+/// refresh, which brings its routes).
+pub const UNKNOWN_TABLE_REMEMBER_MS: u64 = 100;
+
+/// Unknown table names one core remembers at most; past this it forgets them all.
+pub const UNKNOWN_TABLES_MAX: usize = 4_096;
+
 /// Routes one core's cache holds at most: the routing trie's own bound (4,096 tables of
 /// 256 partitions). Past this the cache is cleared and fills again lazily.
 pub const CACHED_ROUTES_MAX: usize = routing::ROUTES_MAX;

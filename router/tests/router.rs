@@ -122,10 +122,18 @@ fn requests_reach_the_owning_core_and_batches_are_split_and_merged() {
     );
 
     // Errors from meta and from validation come back typed.
-    assert!(matches!(
-        server_error(c.put("nosuch", key(1), vec![]).unwrap_err()),
-        Error::UnknownTable { .. }
-    ));
+    // Requests to a table that does not exist: meta is asked once, not once per request.
+    for _ in 0..20 {
+        assert!(matches!(
+            server_error(c.put("nosuch", key(1), vec![]).unwrap_err()),
+            Error::UnknownTable { .. }
+        ));
+    }
+    let asked = meta.lookups() - 1;
+    assert!(
+        asked <= 2,
+        "20 requests to an unknown table cost meta {asked} calls"
+    );
     assert!(matches!(
         server_error(c.put("users", proto::Key::simple(""), vec![]).unwrap_err()),
         Error::InvalidRequest { .. } | Error::TooLarge { .. }
