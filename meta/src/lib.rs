@@ -284,7 +284,12 @@ fn serve_blocking(
     ready: Box<dyn FnOnce(SocketAddr) + Send>,
     stop: StopSource,
 ) -> Result<(), String> {
+    let mut config = config;
     let _lock = lock_data_dir(&config)?;
+    // glommio fails to open a relative directory for its syncs (EBADF): use the absolute
+    // path from here on.
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
     let listener = bind(config.listen)?;
     let addr = listener
         .local_addr()
