@@ -14,6 +14,9 @@
 //!   `wal` crate) and durable before it is acknowledged, then applied to its B-tree (our
 //!   `btree` crate), checkpointed from time to time ([`store`]). A restart serves the
 //!   same map, the same ids.
+//! - Moves: on an admin `MovePartition` the source core ships the partition to the target
+//!   core (`MoveOut`: freeze, drain, snapshot), the route switches under the next epoch
+//!   (durable), and both nodes are re-assigned.
 //! - Routing answers: a floor lookup by (table, hash), a table's whole map, and the server
 //!   side of the Merkle sync (`SyncRoot`, `SyncExpand`), so that routers find what changed
 //!   by comparing hashes from the top down instead of downloading the map.
@@ -27,8 +30,7 @@
 //! - It never panics on input: a bad frame gets a typed error, lost framing closes that
 //!   connection only. Planning ([`state`]) is a pure function of the state, tested
 //!   without disk or network.
-//! - It does not move partitions yet (`MovePartition` answers a typed error), nor replicate
-//!   itself (that comes with replication).
+//! - It does not replicate itself yet (that comes with replication).
 //!
 //! # Why its own crate
 //!

@@ -50,6 +50,11 @@ pub const HEARTBEAT_STATS_MAX: usize = 65_536;
 /// registers again.
 pub const NODE_CALL_TIMEOUT_MS: u64 = 10_000;
 
+/// How long meta waits for the source core to answer a `MoveOut`: the node drains the
+/// partition's writes (up to 10 s) and ships its snapshot chunk by chunk (each acknowledged
+/// within 30 s); a partition of a few GB copies in well under this.
+pub const MOVE_CALL_TIMEOUT_MS: u64 = 120_000;
+
 /// WAL records between two checkpoints of the tree: each record is one admin change, so
 /// this bounds what a restart replays (and the WAL's size) to a few milliseconds of work.
 pub const CHECKPOINT_EVERY_RECORDS: u64 = 256;

@@ -64,6 +64,11 @@ pub enum Command {
         /// Its new status.
         status: TableStatus,
     },
+    /// A partition changed owner: its route, whole, under a higher epoch.
+    MoveRoute {
+        /// The route after the move.
+        route: Route,
+    },
     /// A table and its routes are gone (its partitions were dropped, or will be when their
     /// nodes register again).
     RemoveTable {

@@ -18,7 +18,7 @@ use glommio::sync::{RwLock, Semaphore};
 use proto::cluster::{ClusterReply, ClusterRequest, NodeInfo};
 use proto::{Error, Request, Response, TableDescription, TableStatus};
 
-use crate::limits::NODE_CALL_TIMEOUT_MS;
+use crate::limits::{MOVE_CALL_TIMEOUT_MS, NODE_CALL_TIMEOUT_MS};
 use crate::records::Command;
 use crate::server::Service;
 use crate::state::{MetaState, NodeShare};
@@ -127,7 +127,7 @@ impl Meta {
                 (share, request)
             })
             .collect();
-        let failed = tell_nodes(calls).await;
+        let failed = tell_nodes(calls, NODE_CALL_TIMEOUT_MS).await;
         if !failed.is_empty() {
             tracing::warn!(table = %table.name, ?failed, "nodes did not confirm the assignment");
             return Err(Error::unavailable(format!(
@@ -187,7 +187,7 @@ impl Meta {
                 (share, request)
             })
             .collect();
-        let failed = tell_nodes(calls).await;
+        let failed = tell_nodes(calls, NODE_CALL_TIMEOUT_MS).await;
         if !failed.is_empty() {
             tracing::warn!(table = %table.name, ?failed, "nodes did not confirm dropping the table; it stays Deleting and is retried");
             return Ok(());
@@ -216,6 +216,113 @@ impl Meta {
         }
     }
 
+    /// Moves a partition: the source core freezes it and ships its snapshot to the target
+    /// core (`MoveOut`, answered once the target holds it all, so no acknowledged write is
+    /// left behind); then the route switches under the next epoch (durable), the target is
+    /// assigned it and the source's assignment leaves it out. A failed ship thaws the
+    /// source and changes nothing.
+    async fn move_partition(
+        &self,
+        partition_id: u64,
+        to_node: u64,
+        to_core: u32,
+    ) -> Result<ClusterReply, Error> {
+        let _turn = self
+            .admin
+            .acquire_permit(1)
+            .await
+            .map_err(|e| Error::internal(format!("admin lock: {e}")))?;
+        let (old, command) =
+            self.state
+                .borrow()
+                .plan_move(partition_id, to_node, to_core, self.now_ms())?;
+        let Command::MoveRoute { route: new } = &command else {
+            unreachable!("plan_move plans a MoveRoute")
+        };
+        let source = old
+            .leader()
+            .cloned()
+            .ok_or_else(|| Error::internal(format!("partition {partition_id} has no leader")))?;
+        tracing::info!(partition_id, table = %old.table, from = source.node, to = to_node, epoch = new.epoch, "moving a partition");
+        let at_source = |request| {
+            (
+                NodeShare {
+                    node: source.node,
+                    addr: source.addr.clone(),
+                    routes: Vec::new(),
+                },
+                request,
+            )
+        };
+        let shipped = tell_nodes(
+            vec![at_source(ClusterRequest::MoveOut {
+                partition_id,
+                to: new.replicas[0].clone(),
+                epoch: new.epoch,
+            })],
+            MOVE_CALL_TIMEOUT_MS,
+        )
+        .await;
+        if !shipped.is_empty() {
+            let thawed = tell_nodes(
+                vec![at_source(ClusterRequest::Thaw { partition_id })],
+                NODE_CALL_TIMEOUT_MS,
+            )
+            .await;
+            tracing::warn!(partition_id, failed = ?shipped, ?thawed, "a move failed at its source");
+            return Err(Error::unavailable(format!(
+                "partition {partition_id} did not move; it stays on node {} core {}: {}",
+                source.node,
+                source.core,
+                shipped.join("; ")
+            )));
+        }
+        self.commit(&command).await?;
+        // The target first (it opens the received tree), then the source (it gives it up).
+        let (table, shares, source_addr) = self.with_state(|s| {
+            let t = s.describe(&old.table).expect("the table of a planned move");
+            let shares = s.shares(t.id);
+            let addr = s.node_addr(source.node).unwrap_or_default();
+            (t, shares, addr)
+        });
+        let mut failed = Vec::new();
+        for node in [to_node, source.node] {
+            let share = shares
+                .iter()
+                .find(|s| s.node == node)
+                .cloned()
+                .unwrap_or(NodeShare {
+                    node,
+                    addr: source_addr.clone(),
+                    routes: Vec::new(),
+                });
+            let request = ClusterRequest::Assign {
+                table: table.clone(),
+                routes: share.routes.clone(),
+            };
+            failed.extend(tell_nodes(vec![(share, request)], NODE_CALL_TIMEOUT_MS).await);
+        }
+        if !failed.is_empty() {
+            tracing::warn!(
+                partition_id,
+                ?failed,
+                "a moved partition's nodes did not confirm"
+            );
+            return Err(Error::unavailable(format!(
+                "partition {partition_id} moved to node {to_node} core {to_core} at epoch {} in the map, but {}; they learn it when they register again",
+                new.epoch,
+                failed.join("; ")
+            )));
+        }
+        tracing::info!(
+            partition_id,
+            to = to_node,
+            epoch = new.epoch,
+            "partition moved"
+        );
+        Ok(ClusterReply::Ok)
+    }
+
     async fn register(&self, info: NodeInfo) -> Result<ClusterReply, Error> {
         let command = self.state.borrow().plan_register(&info)?;
         if let Some(c) = command {
@@ -233,14 +340,14 @@ impl Meta {
     }
 }
 
-/// Sends each request to its node's core 0 concurrently, each bounded by
-/// [`NODE_CALL_TIMEOUT_MS`]; the failures, one line each.
-async fn tell_nodes(calls: Vec<(NodeShare, ClusterRequest)>) -> Vec<String> {
+/// Sends each request to the address in its share concurrently, each bounded by
+/// `timeout_ms`; the failures, one line each.
+async fn tell_nodes(calls: Vec<(NodeShare, ClusterRequest)>, timeout_ms: u64) -> Vec<String> {
     let tasks: Vec<_> = calls
         .into_iter()
         .map(|(share, request)| {
             glommio::spawn_local(async move {
-                let timeout = Duration::from_millis(NODE_CALL_TIMEOUT_MS);
+                let timeout = Duration::from_millis(timeout_ms);
                 let call = async {
                     let addr: SocketAddr = share.addr.parse().map_err(|e| {
                         format!("its address {:?} is not host:port ({e})", share.addr)
@@ -257,7 +364,7 @@ async fn tell_nodes(calls: Vec<(NodeShare, ClusterRequest)>) -> Vec<String> {
                 };
                 let timed = async {
                     glommio::timer::sleep(timeout).await;
-                    Err(format!("no answer within {NODE_CALL_TIMEOUT_MS} ms"))
+                    Err(format!("no answer within {timeout_ms} ms"))
                 };
                 futures_lite::future::or(call, timed)
                     .await
@@ -338,10 +445,14 @@ impl Service for Meta {
             ClusterRequest::SyncExpand { prefixes } => self
                 .with_state(|s| s.sync_expand(&prefixes))
                 .map(ClusterReply::Expansions),
-            ClusterRequest::ListNodes => Ok(ClusterReply::Nodes(self.with_state(|s| s.list_nodes(now)))),
-            ClusterRequest::MovePartition { partition_id, .. } => Err(Error::invalid(format!(
-                "moving a partition (asked for partition {partition_id}) is not built in percore-meta yet"
-            ))),
+            ClusterRequest::ListNodes => {
+                Ok(ClusterReply::Nodes(self.with_state(|s| s.list_nodes(now))))
+            }
+            ClusterRequest::MovePartition {
+                partition_id,
+                to_node,
+                to_core,
+            } => self.move_partition(partition_id, to_node, to_core).await,
             other => Err(Error::invalid(format!(
                 "percore-meta does not answer {}: the metadata service sends it to nodes",
                 cluster_name(&other)

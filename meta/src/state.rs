@@ -316,6 +316,71 @@ impl MetaState {
         }
     }
 
+    /// Plans moving partition `partition_id` to `to_core` of `to_node` (alive): its route
+    /// now, and the command switching it there under the next epoch.
+    pub fn plan_move(
+        &self,
+        partition_id: u64,
+        to_node: u64,
+        to_core: u32,
+        now_ms: u64,
+    ) -> Result<(Route, Command), Error> {
+        let old = self
+            .routes
+            .iter()
+            .map(|(_, r)| r)
+            .find(|r| r.partition_id == partition_id)
+            .cloned()
+            .ok_or_else(|| Error::invalid(format!("no partition has id {partition_id}")))?;
+        if self.tables.get(&old.table).map(|t| t.status) != Some(TableStatus::Active) {
+            return Err(Error::invalid(format!(
+                "partition {partition_id}'s table {:?} is being deleted",
+                old.table
+            )));
+        }
+        let node = self
+            .nodes
+            .get(&to_node)
+            .ok_or_else(|| Error::invalid(format!("no node has id {to_node}")))?;
+        if !self.alive(node, now_ms) {
+            return Err(Error::unavailable(format!(
+                "node {to_node} has not sent a heartbeat in the last {} ms: a partition cannot move there",
+                self.node_timeout_ms
+            )));
+        }
+        let addr = node
+            .info
+            .core_addrs
+            .get(to_core as usize)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "node {to_node} has {} cores; there is no core {to_core}",
+                    node.info.core_addrs.len()
+                ))
+            })?
+            .clone();
+        if old
+            .replicas
+            .iter()
+            .any(|p| p.node == to_node && p.core == to_core)
+        {
+            return Err(Error::invalid(format!(
+                "partition {partition_id} is on node {to_node} core {to_core} already"
+            )));
+        }
+        let new = Route {
+            epoch: old.epoch + 1,
+            replicas: vec![Placement {
+                node: to_node,
+                core: to_core,
+                addr,
+            }],
+            leader: 0,
+            ..old.clone()
+        };
+        Ok((old, Command::MoveRoute { route: new }))
+    }
+
     // ---- liveness (not durable) ----
 
     /// A registered node was heard from.
@@ -477,6 +542,34 @@ impl MetaState {
                 t.status = *status;
                 let t = t.clone();
                 ops.push(TreeOp::Put(records::table_key(t.id), records::encode(&t)));
+            }
+            Command::MoveRoute { route } => {
+                let key = trie_key(route.table_id, route.start());
+                let fits = self.routes.get(&key).is_some_and(|old| {
+                    old.partition_id == route.partition_id
+                        && old.index == route.index
+                        && old.partitions == route.partitions
+                        && old.table == route.table
+                        && route.epoch > old.epoch
+                });
+                let placed = !route.replicas.is_empty()
+                    && route.leader().is_some()
+                    && route.replicas.iter().all(|p| {
+                        self.nodes
+                            .get(&p.node)
+                            .is_some_and(|n| (p.core as usize) < n.info.core_addrs.len())
+                    });
+                if !fits || !placed {
+                    return Err(ApplyError(format!(
+                        "the move of partition {} (epoch {}) does not fit its route or its placement is unknown",
+                        route.partition_id, route.epoch
+                    )));
+                }
+                ops.push(TreeOp::Put(
+                    records::route_key(route.table_id, route.index),
+                    records::encode(route),
+                ));
+                self.routes.insert(key, route.clone());
             }
             Command::RemoveTable { table_id } => {
                 let name = self
@@ -655,6 +748,13 @@ impl MetaState {
                 routes,
             })
             .collect()
+    }
+
+    /// A node's core 0 address (where assignments go).
+    pub fn node_addr(&self, node: u64) -> Option<String> {
+        self.nodes
+            .get(&node)
+            .and_then(|n| n.info.core_addrs.first().cloned())
     }
 
     /// Every node, with liveness at `now_ms` and how many partitions the map puts on it.
@@ -912,6 +1012,44 @@ mod tests {
         bad.core_addrs.push("x".repeat(400));
         assert!(s.plan_register(&bad).is_err());
         assert!(s.heartbeat(9, vec![], 0).is_err(), "unknown node");
+    }
+
+    #[test]
+    fn a_move_switches_one_route_under_a_higher_epoch() {
+        let mut s = MetaState::new(3000);
+        register(&mut s, node(1, 1), 0);
+        register(&mut s, node(2, 2), 0);
+        created(&mut s, "alpha", 3, 0);
+        let before = s.table_map("alpha").unwrap();
+        let p = before[0].partition_id;
+        assert_eq!(before[0].replicas[0].node, 1);
+        let (old, c) = s.plan_move(p, 2, 1, 10).unwrap();
+        assert_eq!(old, before[0]);
+        let root = s.sync_root();
+        assert_eq!(s.apply(&c).unwrap().len(), 1);
+        assert_ne!(s.sync_root(), root, "the Merkle root follows the move");
+        let after = s.table_map("alpha").unwrap();
+        assert_eq!(
+            (
+                after[0].epoch,
+                after[0].replicas[0].node,
+                after[0].replicas[0].core
+            ),
+            (2, 2, 1)
+        );
+        assert_eq!(after[0].replicas[0].addr, node(2, 2).core_addrs[1]);
+        assert_eq!(after[1..], before[1..]);
+        // The same command again does not fit (the epoch is not higher).
+        assert!(s.apply(&c).is_err());
+        // Bad moves.
+        assert!(s.plan_move(999, 2, 0, 10).is_err());
+        assert!(s.plan_move(p, 2, 1, 10).is_err(), "already there");
+        assert!(s.plan_move(p, 2, 5, 10).is_err(), "no such core");
+        assert!(s.plan_move(p, 3, 0, 10).is_err(), "no such node");
+        assert!(
+            matches!(s.plan_move(p, 1, 0, 99_999), Err(Error::Unavailable { .. })),
+            "dead"
+        );
     }
 
     #[test]

@@ -377,16 +377,14 @@ fn bad_input_gets_typed_errors_and_never_a_crash() {
         cl.call(&ClusterRequest::SyncExpand { prefixes: too_many }),
         ClusterReply::Error(Error::InvalidRequest { .. })
     ));
-    match cl.call(&ClusterRequest::MovePartition {
-        partition_id: 1,
-        to_node: 2,
-        to_core: 0,
-    }) {
-        ClusterReply::Error(Error::InvalidRequest { reason }) => {
-            assert!(reason.contains("not built"), "{reason}")
-        }
-        other => panic!("move answered {other:?}"),
-    }
+    assert!(matches!(
+        cl.call(&ClusterRequest::MovePartition {
+            partition_id: 1,
+            to_node: 2,
+            to_core: 0
+        }),
+        ClusterReply::Error(Error::InvalidRequest { .. })
+    ));
     let mut bad_node = FakeNode::start(3, 1).info;
     bad_node.core_addrs.clear();
     assert!(matches!(
@@ -468,4 +466,80 @@ fn a_node_that_refuses_leaves_the_table_in_the_map_and_dead_nodes_get_nothing() 
         Error::UnknownTable { .. }
     ));
     assert!(register(&meta, &n1).is_empty(), "node 1 holds nothing now");
+}
+
+#[test]
+fn a_move_ships_at_the_source_then_switches_the_route_and_reassigns() {
+    let (_dir, data) = temp();
+    let mut meta = MetaProc::start(&data, &["--node-timeout-ms", "60000"]);
+    let n1 = FakeNode::start(1, 1);
+    let n2 = FakeNode::start(2, 2);
+    register(&meta, &n1);
+    register(&meta, &n2);
+    let mut c = meta.client();
+    c.create_table(create("alpha", 2)).unwrap();
+    let before = table_map(&meta, "alpha");
+    let moving = before[0].clone();
+    assert_eq!(moving.replicas[0].node, 1);
+    n1.take();
+    n2.take();
+
+    // The source refuses to ship: it is thawed and nothing changes.
+    *n1.refuse.lock().unwrap() = Some(Error::unavailable("busy"));
+    let mut cl = meta.cluster();
+    let move_it = ClusterRequest::MovePartition {
+        partition_id: moving.partition_id,
+        to_node: 2,
+        to_core: 1,
+    };
+    assert!(matches!(
+        cl.call(&move_it),
+        ClusterReply::Error(Error::Unavailable { .. })
+    ));
+    let got = n1.take();
+    assert!(matches!(got[0], ClusterRequest::MoveOut { .. }), "{got:?}");
+    assert_eq!(
+        got[1],
+        ClusterRequest::Thaw {
+            partition_id: moving.partition_id
+        }
+    );
+    assert_eq!(table_map(&meta, "alpha"), before);
+    *n1.refuse.lock().unwrap() = None;
+
+    // A move that works.
+    assert_eq!(cl.call(&move_it), ClusterReply::Ok);
+    let after = table_map(&meta, "alpha");
+    assert_eq!(after[0].epoch, 2);
+    assert_eq!(
+        (after[0].replicas[0].node, after[0].replicas[0].core),
+        (2, 1)
+    );
+    assert_eq!(after[1], before[1]);
+    let got = n1.take();
+    assert_eq!(
+        got[0],
+        ClusterRequest::MoveOut {
+            partition_id: moving.partition_id,
+            to: after[0].replicas[0].clone(),
+            epoch: 2
+        }
+    );
+    match &got[1] {
+        ClusterRequest::Assign { routes, .. } => {
+            assert!(routes.is_empty(), "the source gives it up")
+        }
+        other => panic!("{other:?}"),
+    }
+    match &n2.take()[..] {
+        [ClusterRequest::Assign { routes, .. }] => assert_eq!(routes, &after),
+        other => panic!("{other:?}"),
+    }
+    assert!(register(&meta, &n1).is_empty());
+
+    // The switch is durable.
+    drop((c, cl));
+    meta.kill();
+    meta.restart();
+    assert_eq!(table_map(&meta, "alpha"), after);
 }
