@@ -13,8 +13,10 @@
 //! xtask is a developer tool, not a product binary: it keeps the system allocator so that it
 //! needs no C build (every product and benchmark binary uses jemalloc).
 
+mod cluster_demo;
 mod node_bench;
 mod procs;
+mod router_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -35,6 +37,8 @@ enum Bench {
     Cargo(&'static str, &'static str),
     /// The real binaries: `percore-node` driven by `percore-perf` (see `node_bench`).
     Node,
+    /// meta, a node and a router, driven by `percore-perf` (see `router_bench`).
+    Router,
     /// The issue that builds its subject has not landed yet.
     NotBuilt,
 }
@@ -44,7 +48,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("btree", Bench::Cargo("devices", "btree")),
     ("wal", Bench::Cargo("devices", "wal")),
     ("node", Bench::Node),
-    ("router", Bench::NotBuilt),
+    ("router", Bench::Router),
     ("redis", Bench::NotBuilt),
 ];
 
@@ -133,6 +137,11 @@ fn test(args: &[String]) -> Result<()> {
                 "warnings",
             ],
         )
+    })?;
+    // The cluster tests start the daemons' binaries, which `cargo test` builds only for
+    // packages with tests of their own: build them all first.
+    step("daemons", || {
+        run("cargo", &["build", "--workspace", "--bins"])
     })?;
     step("tests", || run("cargo", &["test", "--workspace"]))?;
     if fuzz {
@@ -280,6 +289,10 @@ fn bench(args: &[String]) -> Result<()> {
             flags.iter().any(|f| f == "--quick"),
             flags.iter().any(|f| f == "--json"),
         ),
+        Bench::Router => router_bench::bench(
+            flags.iter().any(|f| f == "--quick"),
+            flags.iter().any(|f| f == "--json"),
+        ),
         Bench::NotBuilt => Err(format!(
             "benchmark {name:?} is not built yet: it arrives with the issue that builds its subject"
         )),
@@ -292,5 +305,5 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 fn demo(args: &[String]) -> Result<()> {
-    node_bench::demo(flag_value(args, "--seconds")?)
+    cluster_demo::demo(flag_value(args, "--seconds")?)
 }

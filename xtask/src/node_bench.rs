@@ -1,6 +1,6 @@
-//! `cargo xtask bench node` and `cargo xtask demo`: a real node under a YCSB load.
+//! `cargo xtask bench node`: a real node under a YCSB load.
 //!
-//! Both start `percore-node` on a fresh data directory on the data disk, drive it with
+//! It starts `percore-node` on a fresh data directory on the data disk, drive it with
 //! `percore-perf`, and stop it with SIGTERM. The cores are shared the same way in every run
 //! (see [`NODE_CORES`] and [`LOAD_CORES`]): on this 2-core machine the load generator and the
 //! node cannot each have the machine, so each gets one core, and every figure says so.
@@ -40,14 +40,6 @@ const LOAD_FRACTIONS_PERCENT: &[u32] = &[25, 50, 75];
 /// The node's page-cache budget in the benchmark: enough for the loaded records' pages.
 const NODE_MEMORY_BUDGET: &str = "4GiB";
 
-/// The demo's rate: half of the YCSB-A maximum measured on this machine (see the README),
-/// so that the SLO report shows the node in its comfortable range.
-const DEMO_RATE_PER_S: u32 = 25_000;
-/// The demo's records.
-const DEMO_RECORDS: u64 = 100_000;
-/// The demo's measured seconds unless `--seconds` says.
-const DEMO_SECONDS_DEFAULT: u32 = 20;
-
 fn perf(args: &[String]) -> Result<Vec<String>> {
     let bin = procs::release_bin("percore-perf");
     eprintln!("xtask: $ {} {}", bin.display(), args.join(" "));
@@ -63,11 +55,11 @@ fn perf(args: &[String]) -> Result<Vec<String>> {
     Ok(stdout.lines().map(str::to_owned).collect())
 }
 
-fn s(v: impl ToString) -> String {
+pub(crate) fn s(v: impl ToString) -> String {
     v.to_string()
 }
 
-fn load(port: u16, records: u64) -> Result<()> {
+pub(crate) fn load(port: u16, records: u64) -> Result<()> {
     let lines = perf(&[
         s("load"),
         s("--addr"),
@@ -90,7 +82,7 @@ fn load(port: u16, records: u64) -> Result<()> {
 }
 
 /// One measured phase: returns perf's JSON fields of the total.
-fn phase(
+pub(crate) fn phase(
     port: u16,
     workload: &str,
     rate: Option<u64>,
@@ -134,7 +126,7 @@ fn phase(
     Ok(total)
 }
 
-fn num(fields: &[(String, String)], name: &str) -> Result<f64> {
+pub(crate) fn num(fields: &[(String, String)], name: &str) -> Result<f64> {
     field(fields, name)
         .ok_or_else(|| format!("percore-perf's line has no {name:?}"))?
         .parse()
@@ -206,49 +198,5 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-/// `cargo xtask demo [--seconds N]`: a node, a table, a YCSB-A load, an SLO report.
-pub fn demo(seconds: Option<u32>) -> Result<()> {
-    let seconds = seconds.unwrap_or(DEMO_SECONDS_DEFAULT);
-    procs::build_release(&["shard-node", "perf"])?;
-    let data = ScratchDir::new("demo-node")?;
-    let port = procs::free_port_block(4)?;
-    let node = Node::start(&data.0, port, NODE_CORES, &["--log-level", "warn"])?;
-    load(port, DEMO_RECORDS)?;
-    let report = procs::target_dir().join("percore-demo.html");
-    let hdr_log = procs::target_dir().join("percore-demo.hlog");
-    let extra = [
-        s("--html"),
-        report.display().to_string(),
-        s("--hist-log"),
-        hdr_log.display().to_string(),
-    ];
-    // The summary table goes to stderr through perf's own output; the JSON total comes back.
-    let total = phase(
-        port,
-        "a",
-        Some(DEMO_RATE_PER_S as u64),
-        DEMO_RECORDS,
-        seconds,
-        &extra,
-    )?;
-    node.stop()?;
-    let ms = |name: &str| num(&total, name).map(|us| us / 1000.0);
-    eprintln!("demo: SLO report written to {}", report.display());
-    eprintln!(
-        "demo: HdrHistogram interval log written to {}",
-        hdr_log.display()
-    );
-    println!(
-        "{{\"ops_per_s\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3},\"errors\":{}}}",
-        num(&total, "ops_per_s")?,
-        ms("p50_us")?,
-        ms("p99_us")?,
-        ms("p999_us")?,
-        ms("max_us")?,
-        num(&total, "errors")?
-    );
     Ok(())
 }

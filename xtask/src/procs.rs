@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use crate::{run, workspace_root, Result};
 
-/// How long a node may take to recover and start answering.
+/// How long a daemon may take to recover and start answering.
 const NODE_READY_TIMEOUT_S: u64 = 120;
 
-/// How long a node may take to drain and exit after SIGTERM before it is killed.
+/// How long a daemon may take to drain and exit after SIGTERM before it is killed.
 const NODE_STOP_TIMEOUT_S: u64 = 60;
 
 /// Builds the release binaries of these packages.
@@ -85,53 +85,66 @@ pub fn free_port_block(count: u16) -> Result<u16> {
     Err(format!("no block of {count} free ports found on 127.0.0.1"))
 }
 
-/// A running `percore-node`.
-pub struct Node {
+/// A running percore daemon (`percore-node`, `percore-meta` or `percore-router`).
+pub struct Daemon {
     child: Child,
+    name: &'static str,
 }
 
-impl Node {
+/// The node is the daemon most runs start.
+pub type Node = Daemon;
+
+impl Daemon {
     /// Starts `percore-node` on `data_dir` and waits until it says it is ready.
-    pub fn start(data_dir: &Path, port: u16, cores: &str, extra: &[&str]) -> Result<Node> {
-        let bin = release_bin("percore-node");
+    pub fn start(data_dir: &Path, port: u16, cores: &str, extra: &[&str]) -> Result<Daemon> {
+        let mut args = vec![
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+            "--port".into(),
+            port.to_string(),
+            "--cores".into(),
+            cores.into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Daemon::spawn("percore-node", &args)
+    }
+
+    /// Starts the release binary `name` with `args` and waits for its `<name> ready` line
+    /// on standard output (every percore daemon prints one once it serves).
+    pub fn spawn(name: &'static str, args: &[String]) -> Result<Daemon> {
+        let bin = release_bin(name);
         let mut cmd = Command::new(&bin);
-        cmd.arg("--data-dir")
-            .arg(data_dir)
-            .args(["--port", &port.to_string(), "--cores", cores])
-            .args(extra)
+        cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        eprintln!(
-            "xtask: $ {} --data-dir {} --port {port} --cores {cores} {}",
-            bin.display(),
-            data_dir.display(),
-            extra.join(" ")
-        );
+        eprintln!("xtask: $ {} {}", bin.display(), args.join(" "));
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
+        let ready = format!("{name} ready");
+        let short = name.trim_start_matches("percore-");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-                if line.starts_with("percore-node ready") {
+                if line.starts_with(&ready) {
                     let _ = tx.send(());
                 }
-                eprintln!("node: {line}");
+                eprintln!("{short}: {line}");
             }
         });
         let deadline = Instant::now() + Duration::from_secs(NODE_READY_TIMEOUT_S);
         loop {
             if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
-                return Ok(Node { child });
+                return Ok(Daemon { child, name });
             }
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("percore-node exited before it was ready: {status}"));
+                return Err(format!("{name} exited before it was ready: {status}"));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
                 return Err(format!(
-                    "percore-node was not ready within {NODE_READY_TIMEOUT_S} s"
+                    "{name} was not ready within {NODE_READY_TIMEOUT_S} s"
                 ));
             }
         }
@@ -154,12 +167,13 @@ impl Node {
             match self.child.try_wait() {
                 Ok(Some(status)) if status.success() => return Ok(()),
                 Ok(Some(status)) => {
-                    return Err(format!("percore-node exited with {status} after SIGTERM"))
+                    return Err(format!("{} exited with {status} after SIGTERM", self.name))
                 }
                 _ if Instant::now() > deadline => {
                     let _ = self.child.kill();
                     return Err(format!(
-                        "percore-node did not exit within {NODE_STOP_TIMEOUT_S} s of SIGTERM"
+                        "{} did not exit within {NODE_STOP_TIMEOUT_S} s of SIGTERM",
+                        self.name
                     ));
                 }
                 _ => std::thread::sleep(Duration::from_millis(50)),
@@ -168,7 +182,7 @@ impl Node {
     }
 }
 
-impl Drop for Node {
+impl Drop for Daemon {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
