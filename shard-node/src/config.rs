@@ -658,6 +658,13 @@ impl Config {
     pub fn merge(cli: &Cli, file: &FileConfig, facts: &SystemFacts) -> Result<Config, ConfigError> {
         let data_dir =
             pick(cli.data_dir.clone(), file.data_dir.clone()).ok_or(ConfigError::MissingDataDir)?;
+        // Absolute from here on: glommio's directory sync fails with EBADF on a relative
+        // path, and logs should name the real place.
+        let data_dir = std::path::absolute(&data_dir).map_err(|e| ConfigError::BadValue {
+            field: "data_dir",
+            value: data_dir.display().to_string(),
+            reason: format!("cannot make it absolute: {e}"),
+        })?;
         let listen_host = pick(cli.listen_host.clone(), file.listen_host.clone())
             .unwrap_or_else(|| LISTEN_HOST_DEFAULT.to_string());
         let port = pick(cli.port, file.port).unwrap_or(PORT_DEFAULT);
