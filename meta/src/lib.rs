@@ -43,14 +43,12 @@
 //!
 //! [`config`] (TOML, env `PERCORE_META_*`, flags), [`state`] (the sans-I/O map),
 //! [`records`] (what the WAL and the tree hold), [`store`] (WAL + tree on glommio DMA
-//! files), [`service`] (answers, node calls), [`server`] (listener and connections),
-//! [`signals`], [`logging`], [`limits`].
+//! files), [`service`] (answers, node calls), `daemon::server` (listener and connections),
+//! [`signals`], `daemon::logging`, [`limits`].
 
 pub mod config;
 pub mod limits;
-pub mod logging;
 pub mod records;
-pub mod server;
 pub mod service;
 pub mod signals;
 pub mod state;
@@ -69,8 +67,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{Cli, Config};
 use crate::limits::{CHECKPOINT_INTERVAL_MS, DRAIN_TIMEOUT_MS, IO_MEMORY_BYTES};
-use crate::server::{Connections, Drain};
 use crate::service::Meta;
+use daemon::server::{self, Connections, Drain};
 
 /// The lock file in the data directory: one service per data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -109,7 +107,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
             return 2;
         }
     };
-    let _log = match logging::init(&config) {
+    let _log = match daemon::logging::init(&config.log_level, config.log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("percore-meta: {e}");
@@ -350,7 +348,7 @@ async fn serve(
     );
     let meta = Rc::new(Meta::new(store, state));
     let drain = Rc::new(Drain::default());
-    let connections = Rc::new(Connections::default());
+    let connections = Rc::new(Connections::new(limits::SERVER_LIMITS));
     let acceptor = glommio::spawn_local(server::accept_loop(
         listener,
         meta.clone(),

@@ -11,12 +11,16 @@ pub const CONNECTIONS_MAX: usize = 1024;
 /// connection stops reading (TCP back-pressure), never queueing without bound.
 pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 64;
 
-/// Bytes one socket read asks for: a few sync requests or a whole table admin request.
-pub const SOCKET_READ_BYTES: usize = 64 * 1024;
-
 /// Answer bytes queued on a connection before it stops reading: one largest frame and
 /// change, so a client that does not read its answers cannot grow our memory.
 pub const RESPONSE_BACKLOG_BYTES_MAX: usize = proto::limits::FRAME_PAYLOAD_BYTES_MAX + 1024 * 1024;
+
+/// The bounds of meta's connections (`daemon::server`).
+pub const SERVER_LIMITS: daemon::server::ServerLimits = daemon::server::ServerLimits {
+    connections_max: CONNECTIONS_MAX,
+    requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+    response_backlog_bytes_max: RESPONSE_BACKLOG_BYTES_MAX,
+};
 
 /// Tables the map holds. Placement spreads every table over every live node, so each node
 /// holds a share of every table, and a node's catalog holds at most 1024 tables

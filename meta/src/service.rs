@@ -20,9 +20,9 @@ use proto::{Error, Request, Response, TableDescription, TableStatus};
 
 use crate::limits::{MOVE_CALL_TIMEOUT_MS, NODE_CALL_TIMEOUT_MS};
 use crate::records::Command;
-use crate::server::Service;
 use crate::state::{MetaState, NodeShare};
 use crate::store::Store;
+use daemon::server::Service;
 
 /// The metadata service on its executor (see the module doc).
 pub struct Meta {

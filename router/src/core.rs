@@ -10,8 +10,8 @@ use crate::config::Config;
 use crate::forward::Router;
 use crate::limits::{DRAIN_TIMEOUT_MS, REACTOR_KEEPALIVE_US, STATS_LOG_INTERVAL_MS};
 use crate::meta::MetaLink;
-use crate::server::{self, Connections, Drain};
 use crate::signals::StopPipe;
+use daemon::server::{self, Connections, Drain};
 
 /// What a core tells the main thread.
 #[derive(Debug)]
@@ -68,7 +68,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     };
 
     let router = Rc::new(Router::new(index, MetaLink::new(config.meta)));
-    let connections = Rc::new(Connections::default());
+    let connections = Rc::new(Connections::new(crate::limits::SERVER_LIMITS));
     let drain = Rc::new(Drain::default());
     let addr = format!("{}:{}", config.listen_host, config.port);
     let listener = glommio::net::TcpListener::bind(&addr)

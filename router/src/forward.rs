@@ -93,7 +93,7 @@ impl Router {
     }
 
     /// Answers one client request (never panics on bad input: errors are answers).
-    pub async fn serve(self: &Rc<Self>, request: Request) -> Response {
+    pub async fn serve_request(self: &Rc<Self>, request: Request) -> Response {
         bump(&self.stats.requests);
         let result = match proto::validate(&request) {
             Err(e) => Err(e),
@@ -539,4 +539,19 @@ fn unexpected_answer(asked: &str, got: &Response) -> Error {
         Response::Error(_) => "Error",
     };
     Error::internal(format!("a node answered a {asked} part with {name}"))
+}
+
+impl daemon::server::Service for Router {
+    async fn serve(self: &Rc<Self>, request: Request) -> Response {
+        self.serve_request(request).await
+    }
+
+    async fn serve_cluster(
+        self: &Rc<Self>,
+        _request: proto::cluster::ClusterRequest,
+    ) -> proto::cluster::ClusterReply {
+        proto::cluster::ClusterReply::Error(Error::invalid(
+            "this is a router: cluster messages go to the metadata service",
+        ))
+    }
 }

@@ -9,7 +9,7 @@
 //! - Per core, everything a request needs, unshared: its routing cache ([`cache`]), its
 //!   link to the metadata service ([`meta`]), its pipelined connections to node cores
 //!   ([`nodes`]), its request path ([`forward`]) and its connections from clients
-//!   ([`server`]). Cores never talk to each other: each learns routes on its own.
+//!   (`daemon::server`). Cores never talk to each other: each learns routes on its own.
 //! - The routing cache's life: it fills lazily on a miss (a whole table's map the first
 //!   time a table is seen, one lookup per range after), and is refreshed at a constant rate
 //!   whatever the hit ratio ([`refresh`]), so that the metadata service's load depends on
@@ -50,5 +50,4 @@ pub mod meta;
 pub mod nodes;
 pub mod process;
 pub mod refresh;
-pub mod server;
 pub mod signals;

@@ -85,13 +85,16 @@ pub const CONNECTIONS_PER_CORE_MAX: usize = 4_096;
 /// per-connection bound.
 pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 1_024;
 
-/// Bytes one read from a client socket asks for: a burst of small pipelined requests in one
-/// system call.
-pub const SOCKET_READ_BYTES: usize = 64 * 1024;
-
 /// Response bytes queued on one client connection before it stops reading new requests
 /// (the client is not reading its answers). Room for the largest frame and then some.
 pub const RESPONSE_BACKLOG_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// The bounds of each core's client connections (`daemon::server`).
+pub const SERVER_LIMITS: daemon::server::ServerLimits = daemon::server::ServerLimits {
+    connections_max: CONNECTIONS_PER_CORE_MAX,
+    requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+    response_backlog_bytes_max: RESPONSE_BACKLOG_BYTES_MAX,
+};
 
 /// How long a draining core waits, on SIGTERM, for the requests in flight to be answered.
 /// Longer than one request's whole budget at a node plus its retries.

@@ -23,8 +23,8 @@ use proto::{Error, Key, Request, Response, ScanResume, TableStatus, WriteOutcome
 
 use crate::catalog::{self, TableEntry};
 use crate::mesh::{Call, Reply, ScanStep, ScanStepPage};
-use crate::server::Service;
 use crate::shard::{LocalPartition, Shard};
+use daemon::server::Service;
 
 /// Partitions one scan page may visit. A page stops early at this many so that a scan of
 /// a table of thousands of mostly empty partitions still answers each page promptly.

@@ -7,7 +7,7 @@
 //! and command-line overrides, [`config`]), the start-up checks ([`checks`]), the table
 //! catalog ([`catalog`]), one executor per configured CPU ([`node`], [`shard`]), each with
 //! its WAL, its partitions (a [`partition::Replica`] each: raft group, B-tree, WAL streams),
-//! its listeners and connections ([`server`]), the request path ([`dispatch`]), the channel
+//! its listeners and connections (`daemon::server`), the request path ([`dispatch`]), the channel
 //! mesh between cores ([`mesh`]) and the background work (raft ticks, paced checkpoints).
 //! A request that lands on a core that does not own its partition is forwarded over the
 //! mesh and counted; a router that reads the catalog sends it to the owner's own port.
@@ -39,11 +39,9 @@ pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod limits;
-pub mod logging;
 pub mod mesh;
 pub mod moving;
 pub mod node;
 pub mod oneshot;
-pub mod server;
 pub mod shard;
 pub mod signals;

@@ -13,13 +13,16 @@ pub const CONNECTIONS_PER_CORE_MAX: usize = 4096;
 /// kernel's socket buffer is the queue.
 pub const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX: usize = 1024;
 
-/// Bytes one read from a socket asks for. 64 KiB takes a burst of small pipelined
-/// requests in one system call, and is a few frames of the largest batch.
-pub const SOCKET_READ_BYTES: usize = 64 * 1024;
-
 /// Response bytes queued on one connection before it stops reading new requests (the
 /// client is not reading its answers). Large enough for a full page or batch answer.
 pub const RESPONSE_BACKLOG_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// The bounds of each core's connections (`daemon::server`).
+pub const SERVER_LIMITS: daemon::server::ServerLimits = daemon::server::ServerLimits {
+    connections_max: CONNECTIONS_PER_CORE_MAX,
+    requests_in_flight_per_connection_max: REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+    response_backlog_bytes_max: RESPONSE_BACKLOG_BYTES_MAX,
+};
 
 /// Messages a mesh channel between two cores holds before a sender waits. A full channel
 /// means the receiving core is far behind; waiting there is the back-pressure.

@@ -15,7 +15,6 @@ use crate::catalog::{self, Catalog};
 use crate::checks;
 use crate::config::{Config, SystemFacts};
 use crate::limits::{EXECUTOR_START_ATTEMPTS_MAX, EXECUTOR_START_RETRY_MS};
-use crate::logging;
 use crate::mesh::{self, MeshPorts};
 use crate::shard;
 use crate::signals::{self, StopPipe};
@@ -107,7 +106,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         print!("{}", config.to_toml());
         return EXIT_OK;
     }
-    let _log_guard = match logging::init(&config) {
+    let _log_guard = match daemon::logging::init(&config.log_level, config.log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("percore-node: {e}");

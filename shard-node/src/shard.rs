@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::limits::{DRAIN_TIMEOUT_MS, PARTITION_CACHE_BYTES_MIN};
 use crate::mesh::{Call, Envelope, Mesh, Reply};
 use crate::node::{CoreEvent, CoreStart};
-use crate::server::{self, Connections, Drain};
+use daemon::server::{self, Connections, Drain};
 
 /// glommio's preemption period: how long the background queue may run before a runnable
 /// request task gets the core back. 1 ms keeps a checkpoint slice from showing in the p99.
@@ -467,7 +467,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         catalog_lock: glommio::sync::Semaphore::new(1),
         drain: Rc::new(Drain::default()),
         inbox: crate::moving::Inbox::default(),
-        connections: Rc::new(Connections::default()),
+        connections: Rc::new(Connections::new(crate::limits::SERVER_LIMITS)),
         background,
         stopping: Cell::new(false),
         stats: ShardStats::default(),

@@ -1,22 +1,23 @@
-//! The network side of one core: its listeners and its connections.
+//! The network side of a daemon's core: its listeners and its pipelined connections.
 //!
-//! Every core listens on the shared port (SO_REUSEPORT: the kernel spreads connections over
-//! the cores by hash) and on its own port (for a router that knows which core owns a
-//! partition). A connection carries many requests in flight; each request runs as its own
-//! task and its response is queued, in completion order, for the connection's single
-//! writer, so that many responses leave in one `write`.
+//! percore-node, percore-meta and percore-router serve `proto` frames the same way, so the
+//! loop lives here once. A listener's accept loop ([`accept_loop`]) runs until draining
+//! starts; a connection carries many requests in flight; each request runs as its own task
+//! and its answer is queued, in completion order, for the connection's single writer, so
+//! that many answers leave in one `write`. Request frames go to [`Service::serve`], cluster
+//! frames to [`Service::serve_cluster`].
 //!
 //! A connection is one task running a small state machine ([`serve_connection`]): read
 //! bytes, split frames with `proto::FrameReader`, spawn a task per request, write what the
-//! tasks answered. Bounds:
+//! tasks answered. Bounds ([`ServerLimits`], each daemon's own):
 //!
-//! - at [`REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX`] requests in flight, or
-//!   [`RESPONSE_BACKLOG_BYTES_MAX`] bytes of answers the client has not read, it stops
+//! - at `requests_in_flight_per_connection_max` requests in flight, or
+//!   `response_backlog_bytes_max` bytes of answers the client has not read, it stops
 //!   reading (TCP back-pressure; no `Throttled` for this);
-//! - beyond [`CONNECTIONS_PER_CORE_MAX`] connections, a new one is closed at once.
+//! - beyond `connections_max` connections, a new one is closed at once.
 //!
-//! Bad input never takes the node down: a frame whose payload is bad (checksum, version,
-//! contents) gets a typed error response and the connection goes on; a frame whose framing
+//! Bad input never takes the daemon down: a frame whose payload is bad (checksum, version,
+//! contents) gets a typed error answer and the connection goes on; a frame whose framing
 //! is lost (bad magic, oversized length, unknown kind or flags) ends the connection, with
 //! the reason logged, after the requests already read are answered.
 
@@ -30,21 +31,37 @@ use std::task::{Poll, Waker};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::limits::{
-    CONNECTIONS_PER_CORE_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, RESPONSE_BACKLOG_BYTES_MAX,
-    SOCKET_READ_BYTES,
-};
+/// Bytes read from a socket at a time: a few frames' worth, so that one read usually
+/// brings whole frames without holding much memory per connection.
+pub const SOCKET_READ_BYTES: usize = 64 * 1024;
 
-/// What serves requests: the core's request dispatch.
+/// A daemon's bounds on its connections (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Connections open at once on one core; a new one beyond is closed at once.
+    pub connections_max: usize,
+    /// Requests in flight on one connection before it stops reading.
+    pub requests_in_flight_per_connection_max: usize,
+    /// Bytes of answers a client has not read before its connection stops reading; at
+    /// least one largest frame, so that any single answer can be queued.
+    pub response_backlog_bytes_max: usize,
+}
+
+/// What serves a daemon's requests.
 pub trait Service: 'static {
     /// Answers one request (a response or a typed error; never a panic on bad input).
     fn serve(self: &Rc<Self>, request: proto::Request) -> impl Future<Output = proto::Response>;
 
-    /// Answers one cluster message (the metadata service's assignments).
+    /// Answers one cluster message. By default: a typed refusal (a daemon that takes none).
     fn serve_cluster(
         self: &Rc<Self>,
         request: proto::cluster::ClusterRequest,
-    ) -> impl Future<Output = proto::cluster::ClusterReply>;
+    ) -> impl Future<Output = proto::cluster::ClusterReply> {
+        let _ = request;
+        std::future::ready(proto::cluster::ClusterReply::Error(proto::Error::invalid(
+            "this daemon takes no cluster messages",
+        )))
+    }
 }
 
 /// Starts draining: stop accepting, stop reading new requests, answer those in flight.
@@ -118,8 +135,8 @@ impl Drop for DrainStarted<'_> {
 }
 
 /// A core's live connections, for the limit and for the drain.
-#[derive(Default)]
 pub struct Connections {
+    limits: ServerLimits,
     open: Cell<usize>,
     accepted: Cell<u64>,
     refused: Cell<u64>,
@@ -127,6 +144,29 @@ pub struct Connections {
 }
 
 impl Connections {
+    /// No connection yet; these bounds for the ones to come.
+    pub fn new(limits: ServerLimits) -> Connections {
+        assert!(
+            limits.connections_max >= 1
+                && limits.requests_in_flight_per_connection_max >= 1
+                && limits.response_backlog_bytes_max
+                    >= proto::limits::FRAME_PAYLOAD_BYTES_MAX + proto::HEADER_BYTES,
+            "server limits too small to serve one largest frame: {limits:?}"
+        );
+        Connections {
+            limits,
+            open: Cell::new(0),
+            accepted: Cell::new(0),
+            refused: Cell::new(0),
+            closed_waker: RefCell::new(None),
+        }
+    }
+
+    /// The bounds.
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.get()
@@ -191,11 +231,11 @@ pub async fn accept_loop<S: Service>(
                 continue;
             }
         };
-        if connections.open.get() >= CONNECTIONS_PER_CORE_MAX {
+        if connections.open.get() >= connections.limits.connections_max {
             connections.refused.set(connections.refused.get() + 1);
             tracing::warn!(
                 listener = %name,
-                limit = CONNECTIONS_PER_CORE_MAX,
+                limit = connections.limits.connections_max,
                 "connection refused: the core is at its connection limit"
             );
             drop(stream);
@@ -211,7 +251,8 @@ pub async fn accept_loop<S: Service>(
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
-            match serve_connection(stream, service, drain).await {
+            let limits = connections.limits;
+            match serve_connection(stream, service, drain, limits).await {
                 Ok(()) => tracing::debug!(%peer, "connection closed"),
                 Err(ConnectionEnd::FramingLost(reason)) => {
                     tracing::warn!(%peer, %reason, "connection closed: framing lost")
@@ -259,6 +300,7 @@ pub async fn serve_connection<S: Service>(
     mut stream: TcpStream,
     service: Rc<S>,
     drain: Rc<Drain>,
+    limits: ServerLimits,
 ) -> Result<(), ConnectionEnd> {
     let outbox = Rc::new(Outbox::default());
     let mut reader = proto::FrameReader::new();
@@ -278,7 +320,7 @@ pub async fn serve_connection<S: Service>(
         }
 
         // Take whole frames while under the in-flight bound.
-        while reading && outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX {
+        while reading && outbox.in_flight.get() < limits.requests_in_flight_per_connection_max {
             match reader.next_frame() {
                 Ok(Some(frame)) => {
                     progressed = true;
@@ -329,8 +371,8 @@ pub async fn serve_connection<S: Service>(
         // Read more, unless the client is not reading its answers or has too much in flight.
         let backlog = outbox.bytes.borrow().len() + (writing.len() - written);
         if reading
-            && outbox.in_flight.get() < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX
-            && backlog < RESPONSE_BACKLOG_BYTES_MAX
+            && outbox.in_flight.get() < limits.requests_in_flight_per_connection_max
+            && backlog < limits.response_backlog_bytes_max
         {
             match Pin::new(&mut stream).poll_read(cx, &mut read_buf) {
                 Poll::Ready(Ok(0)) => {
