@@ -381,25 +381,6 @@ async fn tell_nodes(calls: Vec<(NodeShare, ClusterRequest)>, timeout_ms: u64) ->
     failed
 }
 
-fn cluster_name(m: &ClusterRequest) -> &'static str {
-    match m {
-        ClusterRequest::Register(_) => "Register",
-        ClusterRequest::Heartbeat { .. } => "Heartbeat",
-        ClusterRequest::Lookup { .. } => "Lookup",
-        ClusterRequest::TableMap { .. } => "TableMap",
-        ClusterRequest::SyncRoot => "SyncRoot",
-        ClusterRequest::SyncExpand { .. } => "SyncExpand",
-        ClusterRequest::MovePartition { .. } => "MovePartition",
-        ClusterRequest::ListNodes => "ListNodes",
-        ClusterRequest::Assign { .. } => "Assign",
-        ClusterRequest::Drop { .. } => "Drop",
-        ClusterRequest::MoveOut { .. } => "MoveOut",
-        ClusterRequest::Thaw { .. } => "Thaw",
-        ClusterRequest::ReceiveBegin { .. } => "ReceiveBegin",
-        ClusterRequest::ReceiveChunk { .. } => "ReceiveChunk",
-    }
-}
-
 impl Service for Meta {
     async fn serve(self: &Rc<Self>, request: Request) -> Response {
         if let Err(e) = proto::validate(&request) {
@@ -455,7 +436,7 @@ impl Service for Meta {
             } => self.move_partition(partition_id, to_node, to_core).await,
             other => Err(Error::invalid(format!(
                 "percore-meta does not answer {}: the metadata service sends it to nodes",
-                cluster_name(&other)
+                other.name()
             ))),
         };
         result.unwrap_or_else(ClusterReply::Error)

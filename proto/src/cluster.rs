@@ -206,6 +206,28 @@ pub enum ClusterRequest {
     },
 }
 
+impl ClusterRequest {
+    /// The message's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClusterRequest::Register(_) => "Register",
+            ClusterRequest::Heartbeat { .. } => "Heartbeat",
+            ClusterRequest::Lookup { .. } => "Lookup",
+            ClusterRequest::TableMap { .. } => "TableMap",
+            ClusterRequest::SyncRoot => "SyncRoot",
+            ClusterRequest::SyncExpand { .. } => "SyncExpand",
+            ClusterRequest::MovePartition { .. } => "MovePartition",
+            ClusterRequest::ListNodes => "ListNodes",
+            ClusterRequest::Assign { .. } => "Assign",
+            ClusterRequest::Drop { .. } => "Drop",
+            ClusterRequest::MoveOut { .. } => "MoveOut",
+            ClusterRequest::Thaw { .. } => "Thaw",
+            ClusterRequest::ReceiveBegin { .. } => "ReceiveBegin",
+            ClusterRequest::ReceiveChunk { .. } => "ReceiveChunk",
+        }
+    }
+}
+
 /// What a node looks like to the metadata service.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct NodeStatus {

@@ -128,7 +128,7 @@ impl Shard {
             } => self.receive_chunk(partition_id, bytes).await,
             other => Err(Error::invalid(format!(
                 "a node does not answer {}",
-                message_name(&other)
+                other.name()
             ))),
         };
         match result {
@@ -242,24 +242,5 @@ impl Shard {
                 requests: 0,
             })
             .collect()
-    }
-}
-
-fn message_name(m: &ClusterRequest) -> &'static str {
-    match m {
-        ClusterRequest::Register(_) => "Register",
-        ClusterRequest::Heartbeat { .. } => "Heartbeat",
-        ClusterRequest::Lookup { .. } => "Lookup",
-        ClusterRequest::TableMap { .. } => "TableMap",
-        ClusterRequest::SyncRoot => "SyncRoot",
-        ClusterRequest::SyncExpand { .. } => "SyncExpand",
-        ClusterRequest::MovePartition { .. } => "MovePartition",
-        ClusterRequest::ListNodes => "ListNodes",
-        ClusterRequest::Assign { .. } => "Assign",
-        ClusterRequest::Drop { .. } => "Drop",
-        ClusterRequest::MoveOut { .. } => "MoveOut",
-        ClusterRequest::Thaw { .. } => "Thaw",
-        ClusterRequest::ReceiveBegin { .. } => "ReceiveBegin",
-        ClusterRequest::ReceiveChunk { .. } => "ReceiveChunk",
     }
 }

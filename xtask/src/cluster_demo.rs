@@ -45,19 +45,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Result<Cluster> {
         let meta_dir = ScratchDir::new("demo-meta")?;
-        let meta_port = procs::free_port_block(1)?;
-        let meta_addr = format!("127.0.0.1:{meta_port}");
-        let meta = Daemon::spawn(
-            "percore-meta",
-            &[
-                s("--data-dir"),
-                meta_dir.0.display().to_string(),
-                s("--listen"),
-                meta_addr.clone(),
-                s("--log-level"),
-                s("warn"),
-            ],
-        )?;
+        let (meta, meta_addr) = Daemon::meta(&meta_dir.0)?;
         let mut dirs = vec![meta_dir];
         let mut nodes = Vec::new();
         for (i, cpu) in NODE_CPUS.iter().enumerate() {

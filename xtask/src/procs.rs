@@ -109,6 +109,20 @@ impl Daemon {
         Daemon::spawn("percore-node", &args)
     }
 
+    /// Starts `percore-meta` on `data_dir` and a free port; returns it and its address.
+    pub fn meta(data_dir: &Path) -> Result<(Daemon, String)> {
+        let addr = format!("127.0.0.1:{}", free_port_block(1)?);
+        let args = [
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        Ok((Daemon::spawn("percore-meta", &args)?, addr))
+    }
+
     /// Starts the release binary `name` with `args` and waits for its `<name> ready` line
     /// on standard output (every percore daemon prints one once it serves).
     pub fn spawn(name: &'static str, args: &[String]) -> Result<Daemon> {

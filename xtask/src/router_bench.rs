@@ -50,18 +50,7 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
     let seconds = if quick { PHASE_S_QUICK } else { PHASE_S_FULL };
     let meta_dir = ScratchDir::new("bench-router-meta")?;
     let node_dir = ScratchDir::new("bench-router-node")?;
-    let meta_addr = format!("127.0.0.1:{}", procs::free_port_block(1)?);
-    let meta = Daemon::spawn(
-        "percore-meta",
-        &[
-            s("--data-dir"),
-            meta_dir.0.display().to_string(),
-            s("--listen"),
-            meta_addr.clone(),
-            s("--log-level"),
-            s("warn"),
-        ],
-    )?;
+    let (meta, meta_addr) = Daemon::meta(&meta_dir.0)?;
     let node_port = procs::free_port_block(2)?;
     let node = Daemon::start(
         &node_dir.0,
