@@ -283,6 +283,7 @@ fn a_restarted_meta_serves_the_same_map_after_a_stop_and_after_a_kill() {
     c.delete_table("alpha").unwrap();
     let gamma = table_map(&meta, "gamma");
     drop(c);
+    let recoveries = meta.log().matches("map recovered").count();
     meta.kill();
     meta.restart();
     let mut c = meta.client();
@@ -293,7 +294,19 @@ fn a_restarted_meta_serves_the_same_map_after_a_stop_and_after_a_kill() {
     assert_eq!(c.describe_table("gamma").unwrap(), g);
     assert_eq!(table_map(&meta, "gamma"), gamma);
     assert_eq!(table_map(&meta, "beta"), before.1);
-    let log = meta.log();
+    // The log is written by a background thread: wait for the restart's line.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = meta.log();
+        if log.matches("map recovered").count() > recoveries {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restart logged no recovery"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let recovered = log
         .lines()
         .rev()
