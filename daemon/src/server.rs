@@ -52,6 +52,15 @@ pub trait Service: 'static {
     /// Answers one request (a response or a typed error; never a panic on bad input).
     fn serve(self: &Rc<Self>, request: proto::Request) -> impl Future<Output = proto::Response>;
 
+    /// Answers `request` at once if that needs no waiting (no I/O, no other task), else
+    /// `None` and it goes to [`Service::serve`] in a task of its own. Answering here saves
+    /// a task and a wake-up per request, which on a busy core is a good part of a cached
+    /// read's cost. By default: `None`.
+    fn serve_now(self: &Rc<Self>, request: &proto::Request) -> Option<proto::Response> {
+        let _ = request;
+        None
+    }
+
     /// Answers one cluster message. By default: a typed refusal (a daemon that takes none).
     fn serve_cluster(
         self: &Rc<Self>,
@@ -349,6 +358,12 @@ pub async fn serve_connection<S: Service>(
                             outbox.push(&proto::encode_response(id, &proto::Response::Error(e)))
                         }
                         Ok(request) => {
+                            // A request the service can answer at once (a read of cached
+                            // pages) is answered here: no task, no wake-up of this one.
+                            if let Some(response) = service.serve_now(&request) {
+                                outbox.push(&proto::encode_response(id, &response));
+                                continue;
+                            }
                             outbox.in_flight.set(outbox.in_flight.get() + 1);
                             let (service, outbox) = (service.clone(), outbox.clone());
                             glommio::spawn_local(async move {

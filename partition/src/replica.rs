@@ -706,33 +706,30 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
     /// The item under `key`, read from the tree (strong: the leader, after it applied every
     /// write it acknowledged).
     pub async fn get(&self, key: &Key) -> Result<Option<Item>, proto::Error> {
-        proto::check_key(key)?;
-        self.check_owned(key)?;
-        self.check_readable()?;
-        let tree_key = keys::item_key(key);
-        let copy_out =
-            |v: Option<&[u8]>| v.map(|v| (keys::value_version(v), keys::value_bytes(v).to_vec()));
-        let found = match self.tree.get_now(&tree_key, copy_out) {
-            Some(found) => found,
-            None => self
-                .tree
-                .view()
-                .await
-                .get_with(&tree_key, copy_out)
-                .await
-                .map_err(tree_read_error)?,
-        };
-        match found {
-            None => Ok(None),
-            Some((None, _)) => Err(proto::Error::internal(
-                "a stored value is shorter than its version",
-            )),
-            Some((Some(version), value)) => Ok(Some(Item {
-                key: key.clone(),
-                value,
-                version,
-            })),
+        if let Some(answer) = self.get_now(key) {
+            return answer;
         }
+        let found = self
+            .tree
+            .view()
+            .await
+            .get_with(&keys::item_key(key), copy_out)
+            .await
+            .map_err(tree_read_error)?;
+        item_of(key, found)
+    }
+
+    /// [`Replica::get`] without waiting: `None` when a page must be read (then call `get`).
+    /// Checks come first, so an error is always answered at once.
+    pub fn get_now(&self, key: &Key) -> Option<Result<Option<Item>, proto::Error>> {
+        let checked = proto::check_key(key)
+            .and_then(|()| self.check_owned(key))
+            .and_then(|()| self.check_readable());
+        if let Err(e) = checked {
+            return Some(Err(e));
+        }
+        let found = self.tree.get_now(&keys::item_key(key), copy_out)?;
+        Some(item_of(key, found))
     }
 
     /// One page of a partition key's items within the query's sort-key range, in its
@@ -1402,4 +1399,25 @@ fn tree_read_error(e: btree::Error) -> proto::Error {
 
 fn failed_error(e: &ReplicaError) -> proto::Error {
     proto::Error::internal(format!("the partition replica failed: {e}"))
+}
+
+/// A stored value's version and bytes, copied out of the tree.
+type Found = Option<(Option<u64>, Vec<u8>)>;
+
+fn copy_out(v: Option<&[u8]>) -> Found {
+    v.map(|v| (keys::value_version(v), keys::value_bytes(v).to_vec()))
+}
+
+fn item_of(key: &Key, found: Found) -> Result<Option<Item>, proto::Error> {
+    match found {
+        None => Ok(None),
+        Some((None, _)) => Err(proto::Error::internal(
+            "a stored value is shorter than its version",
+        )),
+        Some((Some(version), value)) => Ok(Some(Item {
+            key: key.clone(),
+            value,
+            version,
+        })),
+    }
 }
