@@ -87,6 +87,14 @@ pub struct PartitionEntry {
     /// In a cluster: another node holds this range (the metadata service knows which).
     #[serde(default, skip_serializing_if = "is_false")]
     pub remote: bool,
+    /// The ownership generation it is held under here (meta's; 1 for a table this node
+    /// created itself).
+    #[serde(default = "first_epoch")]
+    pub epoch: u64,
+}
+
+fn first_epoch() -> u64 {
+    1
 }
 
 fn is_false(b: &bool) -> bool {
@@ -359,6 +367,7 @@ impl Catalog {
                     id: next.next_partition_id + i as u64,
                     core: i % cores,
                     remote: false,
+                    epoch: 1,
                 })
                 .collect(),
         };
@@ -410,6 +419,7 @@ impl Catalog {
                 id: 0,
                 core: 0,
                 remote: true,
+                epoch: 0,
             };
             n as usize
         ];
@@ -431,6 +441,7 @@ impl Catalog {
                 id: r.partition_id,
                 core: here.core,
                 remote: false,
+                epoch: r.epoch,
             };
         }
         let mut next = self.clone();

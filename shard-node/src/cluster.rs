@@ -226,20 +226,24 @@ impl Shard {
         Ok(())
     }
 
-    /// What a heartbeat reports: this core's partitions (core 0 reports its own; the others'
-    /// counts come with the cluster's statistics work).
+    /// What a heartbeat reports: this core's partitions, with the requests each served since
+    /// the last report (core 0 reports its own; the other cores' come with the cluster's
+    /// statistics work).
     fn partition_stats(&self) -> Vec<PartitionStats> {
         let catalog = self.catalog();
         catalog
             .partitions_of_core(self.index)
-            .map(|(_, _, p)| PartitionStats {
-                partition_id: p.id,
-                epoch: 1,
-                items: self
-                    .partition(p.id)
-                    .and_then(|lp| lp.replica.item_count())
-                    .unwrap_or(0),
-                requests: 0,
+            .map(|(_, _, p)| {
+                let local = self.partition(p.id);
+                PartitionStats {
+                    partition_id: p.id,
+                    epoch: p.epoch,
+                    items: local
+                        .as_ref()
+                        .and_then(|lp| lp.replica.item_count())
+                        .unwrap_or(0),
+                    requests: local.map_or(0, |lp| lp.requests.replace(0)),
+                }
             })
             .collect()
     }

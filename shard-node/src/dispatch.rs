@@ -158,7 +158,9 @@ impl Service for Shard {
         if core != self.index {
             return None;
         }
-        let answer = self.partition(id)?.replica.get_now(&g.key)?;
+        let p = self.partition(id)?;
+        let answer = p.replica.get_now(&g.key)?;
+        p.requests.set(p.requests.get() + 1);
         self.stats.requests.set(self.stats.requests.get() + 1);
         Some(match answer {
             Ok(Some(item)) => Response::Item(item),
@@ -196,10 +198,13 @@ impl Shard {
         }
     }
 
+    /// The partition `id` of this core, counting the request it is about to serve.
     fn local(&self, id: u64) -> Result<Rc<LocalPartition>, Error> {
-        self.partition(id).ok_or_else(|| {
+        let p = self.partition(id).ok_or_else(|| {
             Error::unavailable(format!("partition {id} is not open on core {}", self.index))
-        })
+        })?;
+        p.requests.set(p.requests.get() + 1);
+        Ok(p)
     }
 
     /// The table, the partition id and the core that hold `key`.

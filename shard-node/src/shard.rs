@@ -79,6 +79,8 @@ pub struct LocalPartition {
     pub path: PathBuf,
     driver: RefCell<Option<glommio::Task<Result<(), ReplicaError>>>>,
     last_checkpoint: Cell<Instant>,
+    /// Requests served since the last heartbeat took the count.
+    pub(crate) requests: Cell<u64>,
 }
 
 /// Counters of one core.
@@ -206,6 +208,7 @@ impl Shard {
             path,
             driver: RefCell::new(Some(driver)),
             last_checkpoint: Cell::new(Instant::now()),
+            requests: Cell::new(0),
         }))
     }
 

@@ -28,6 +28,8 @@ type Assignment = Arc<Mutex<Vec<(TableDescription, Vec<Route>)>>>;
 struct FakeMeta {
     addr: SocketAddr,
     heartbeats: Arc<AtomicU64>,
+    /// Each node's last reported partitions.
+    stats: Arc<Mutex<std::collections::HashMap<u64, Vec<proto::cluster::PartitionStats>>>>,
     assigned: Assignment,
 }
 
@@ -36,12 +38,15 @@ impl FakeMeta {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().unwrap();
         let heartbeats = Arc::new(AtomicU64::new(0));
+        let stats: Arc<Mutex<std::collections::HashMap<u64, Vec<proto::cluster::PartitionStats>>>> =
+            Arc::default();
+        let st = stats.clone();
         let assigned: Assignment = Arc::default();
         let (hb, asg) = (heartbeats.clone(), assigned.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
-                let (hb, asg) = (hb.clone(), asg.clone());
+                let (hb, asg, st) = (hb.clone(), asg.clone(), st.clone());
                 std::thread::spawn(move || {
                     let mut reader = proto::FrameReader::new();
                     let mut buf = vec![0u8; 64 * 1024];
@@ -51,8 +56,9 @@ impl FakeMeta {
                                 Ok(ClusterRequest::Register(_)) => ClusterReply::Assigned {
                                     tables: asg.lock().unwrap().clone(),
                                 },
-                                Ok(ClusterRequest::Heartbeat { .. }) => {
+                                Ok(ClusterRequest::Heartbeat { node, stats }) => {
                                     hb.fetch_add(1, Ordering::Relaxed);
+                                    st.lock().unwrap().insert(node, stats);
                                     ClusterReply::Ok
                                 }
                                 other => ClusterReply::Error(proto::Error::invalid(format!(
@@ -75,6 +81,7 @@ impl FakeMeta {
         FakeMeta {
             addr,
             heartbeats,
+            stats,
             assigned,
         }
     }
@@ -286,6 +293,30 @@ fn a_node_serves_what_it_is_assigned_and_a_partition_moves_with_its_writes() {
         v > before,
         "versions go on rising on the new node ({v} after {before})"
     );
+
+    // b's heartbeats report the moved partition under its new epoch, with its requests.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reported = meta
+            .stats
+            .lock()
+            .unwrap()
+            .get(&2)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(s) = reported.iter().find(|s| s.partition_id == 101) {
+            assert_eq!(s.epoch, 2, "the epoch the move gave it");
+            if s.requests > 0 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b never reported partition 101: {reported:?}"
+        );
+        cb.get("alpha", key(one), Consistency::Strong).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A restart re-registers: the fake meta now assigns b everything it holds.
     *meta.assigned.lock().unwrap() = vec![(description(), b_routes)];
