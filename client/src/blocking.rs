@@ -88,6 +88,18 @@ impl Client {
         }
     }
 
+    /// Sends a cluster message (admin: list nodes, move a partition; or as meta to a node)
+    /// and waits for its answer; an error answer is `Ok(ClusterReply::Error(..))`.
+    pub fn cluster_call(
+        &mut self,
+        request: &proto::cluster::ClusterRequest,
+    ) -> Result<proto::cluster::ClusterReply> {
+        self.send_raw(&proto::encode_cluster(1, request))?;
+        let frame = self.read_frame()?;
+        proto::decode_cluster_reply(&frame)
+            .map_err(|e| Error::Protocol(ProtocolError::BadResponse(e)))
+    }
+
     /// Reads the next response: its request id and the answer (an error answer included).
     pub fn read_response(&mut self) -> Result<(u64, Response)> {
         let frame = self.read_frame()?;

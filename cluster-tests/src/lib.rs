@@ -365,25 +365,7 @@ impl Cluster {
 
 /// One cluster message over a fresh blocking connection.
 pub fn cluster_call(addr: SocketAddr, request: &ClusterRequest) -> Result<ClusterReply, String> {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(REQUEST_TIMEOUT_MS)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&proto::encode_cluster(1, request))
-        .map_err(|e| e.to_string())?;
-    let mut reader = proto::FrameReader::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(frame) = reader.next_frame().map_err(|e| e.to_string())? {
-            return proto::decode_cluster_reply(&frame).map_err(|e| e.to_string());
-        }
-        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("meta closed the connection".into());
-        }
-        reader.push(&buf[..n]);
-    }
+    blocking::Client::connect(addr, Some(Duration::from_millis(REQUEST_TIMEOUT_MS)))
+        .and_then(|mut c| c.cluster_call(request))
+        .map_err(|e| e.to_string())
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -140,23 +140,10 @@ fn cluster_node(meta: &FakeMeta, id: u64) -> (tempfile::TempDir, Node) {
 
 /// One cluster message over a fresh connection.
 fn call(addr: SocketAddr, request: &ClusterRequest) -> ClusterReply {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    stream
-        .write_all(&proto::encode_cluster(1, request))
-        .unwrap();
-    let mut reader = proto::FrameReader::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(frame) = reader.next_frame().expect("framing") {
-            return proto::decode_cluster_reply(&frame).expect("a reply");
-        }
-        let n = stream.read(&mut buf).expect("read");
-        assert!(n > 0, "the node closed the connection");
-        reader.push(&buf[..n]);
-    }
+    client::blocking::Client::connect(addr, Some(Duration::from_secs(60)))
+        .expect("connect")
+        .cluster_call(request)
+        .expect("a reply")
 }
 
 fn key(i: usize) -> Key {
