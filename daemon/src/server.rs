@@ -221,6 +221,37 @@ pub async fn accept_loop<S: Service>(
     connections: Rc<Connections>,
     drain: Rc<Drain>,
 ) {
+    let limits = connections.limits;
+    accept_each(listener, connections, drain.clone(), move |stream, peer| {
+        let (service, drain) = (service.clone(), drain.clone());
+        async move {
+            match serve_connection(stream, service, drain, limits).await {
+                Ok(()) => tracing::debug!(%peer, "connection closed"),
+                Err(ConnectionEnd::FramingLost(reason)) => {
+                    tracing::warn!(%peer, %reason, "connection closed: framing lost")
+                }
+                Err(ConnectionEnd::Io(e)) => {
+                    tracing::debug!(%peer, error = %e, "connection failed")
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Accepts on `listener` until draining starts and runs `serve(stream, peer)` as a task of
+/// its own for each connection, within the core's connection limit (beyond it, a new
+/// connection is closed at once and logged). The protocol-agnostic half of
+/// [`accept_loop`]: the router's Redis port uses it with its own connection loop.
+pub async fn accept_each<F, Fut>(
+    listener: TcpListener,
+    connections: Rc<Connections>,
+    drain: Rc<Drain>,
+    serve: F,
+) where
+    F: Fn(TcpStream, String) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
     let name = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -252,24 +283,16 @@ pub async fn accept_loop<S: Service>(
         }
         connections.open.set(connections.open.get() + 1);
         connections.accepted.set(connections.accepted.get() + 1);
-        let (service, connections, drain) = (service.clone(), connections.clone(), drain.clone());
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let serving = serve(stream, peer);
+        let connections = connections.clone();
         glommio::spawn_local(async move {
-            let peer = stream
-                .peer_addr()
-                .map_or_else(|_| "?".to_string(), |a| a.to_string());
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-            }
-            let limits = connections.limits;
-            match serve_connection(stream, service, drain, limits).await {
-                Ok(()) => tracing::debug!(%peer, "connection closed"),
-                Err(ConnectionEnd::FramingLost(reason)) => {
-                    tracing::warn!(%peer, %reason, "connection closed: framing lost")
-                }
-                Err(ConnectionEnd::Io(e)) => {
-                    tracing::debug!(%peer, error = %e, "connection failed")
-                }
-            }
+            serving.await;
             connections.closed();
         })
         .detach();

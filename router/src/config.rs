@@ -38,6 +38,12 @@ pub const IO_MEMORY_BYTES_DEFAULT: u64 = 1024 * 1024;
 pub const IO_MEMORY_BYTES_MIN: u64 = 64 * 1024;
 /// A pool beyond 1 GiB per core is a typo.
 pub const IO_MEMORY_BYTES_MAX: u64 = 1 << 30;
+/// The table a Redis connection starts on when none is configured: the one `percore-perf`
+/// and the demo create.
+pub const REDIS_TABLE_DEFAULT: &str = "usertable";
+/// Tables one router offers Redis clients at most (Redis's own default is 16 databases);
+/// bounds the list and the `SELECT` index.
+pub const REDIS_TABLES_MAX: usize = 1_024;
 /// The tracing filter when none is configured.
 pub const LOG_LEVEL_DEFAULT: &str = "info";
 
@@ -76,6 +82,13 @@ pub struct Cli {
     /// glommio's registered I/O memory per core, e.g. `1MiB` [default: 1MiB].
     #[arg(long, env = "PERCORE_ROUTER_IO_MEMORY")]
     pub io_memory: Option<String>,
+    /// Also serve the Redis protocol (RESP2) on this port; off when not given.
+    #[arg(long, env = "PERCORE_ROUTER_REDIS_PORT")]
+    pub redis_port: Option<u16>,
+    /// The tables Redis clients see, comma-separated: `SELECT n` picks the n-th, and a
+    /// connection starts on the first [default: usertable].
+    #[arg(long, env = "PERCORE_ROUTER_REDIS_TABLES")]
+    pub redis_tables: Option<String>,
     /// Print the resolved configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -115,6 +128,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_file: Option<PathBuf>,
     pub io_memory: Option<SizeValue>,
+    pub redis_port: Option<u16>,
+    pub redis_tables: Option<Vec<String>>,
 }
 
 /// The resolved, validated configuration.
@@ -136,6 +151,10 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// glommio's registered I/O memory per core.
     pub io_memory_bytes: u64,
+    /// The Redis protocol's port, if it is served.
+    pub redis_port: Option<u16>,
+    /// The tables Redis clients see, by `SELECT` index; never empty.
+    pub redis_tables: Vec<String>,
 }
 
 /// Why a configuration was refused; each names the field and the value.
@@ -275,6 +294,34 @@ impl Config {
                 &format!("between {IO_MEMORY_BYTES_MIN} and {IO_MEMORY_BYTES_MAX} bytes"),
             ));
         }
+        let redis_port = cli.redis_port.or(file.redis_port);
+        if redis_port == Some(0) || (redis_port == Some(port)) {
+            return Err(bad(
+                "redis_port",
+                &format!("{redis_port:?}"),
+                "a fixed port of its own is needed: every core binds it, apart from `port`",
+            ));
+        }
+        let redis_tables: Vec<String> = match (&cli.redis_tables, &file.redis_tables) {
+            (Some(t), _) => t.split(',').map(|n| n.trim().to_string()).collect(),
+            (None, Some(l)) => l.clone(),
+            (None, None) => vec![REDIS_TABLE_DEFAULT.to_string()],
+        };
+        let bad_name = redis_tables.iter().find(|n| {
+            !(proto::limits::TABLE_NAME_BYTES_MIN..=proto::limits::TABLE_NAME_BYTES_MAX)
+                .contains(&n.len())
+        });
+        if redis_tables.is_empty() || redis_tables.len() > REDIS_TABLES_MAX || bad_name.is_some() {
+            return Err(bad(
+                "redis_tables",
+                &redis_tables.join(","),
+                &format!(
+                    "1 to {REDIS_TABLES_MAX} table names of {} to {} bytes",
+                    proto::limits::TABLE_NAME_BYTES_MIN,
+                    proto::limits::TABLE_NAME_BYTES_MAX
+                ),
+            ));
+        }
         Ok(Config {
             listen_host,
             port,
@@ -284,6 +331,8 @@ impl Config {
             log_level,
             log_file,
             io_memory_bytes,
+            redis_port,
+            redis_tables,
         })
     }
 
@@ -305,6 +354,10 @@ impl Config {
             s += &format!("log_file = {:?}\n", f.display().to_string());
         }
         s += &format!("io_memory = {}\n", self.io_memory_bytes);
+        if let Some(p) = self.redis_port {
+            s += &format!("redis_port = {p}\n");
+        }
+        s += &format!("redis_tables = {:?}\n", self.redis_tables);
         s
     }
 }

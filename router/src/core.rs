@@ -79,6 +79,23 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         connections.clone(),
         drain.clone(),
     ));
+    let redis_stats = Rc::new(crate::redis::RedisStats::default());
+    let redis_accepting = match config.redis_port {
+        None => None,
+        Some(port) => {
+            let listener = crate::redis::listen(&config.listen_host, port)?;
+            let tables: Rc<[String]> = config.redis_tables.clone().into();
+            Some(glommio::spawn_local(crate::redis::accept_loop(
+                listener,
+                router.clone(),
+                tables,
+                index,
+                connections.clone(),
+                drain.clone(),
+                redis_stats.clone(),
+            )))
+        }
+    };
     let _ = events.send(CoreEvent::Listening { core: index });
 
     let refresher = glommio::spawn_local(crate::refresh::run(
@@ -87,11 +104,16 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         alive.clone(),
     ));
     let logger = {
-        let (router, alive, connections) = (router.clone(), alive.clone(), connections.clone());
+        let (router, alive, connections, redis) = (
+            router.clone(),
+            alive.clone(),
+            connections.clone(),
+            redis_stats.clone(),
+        );
         glommio::spawn_local(async move {
             while alive.get() {
                 glommio::timer::sleep(Duration::from_millis(STATS_LOG_INTERVAL_MS)).await;
-                log_stats(&router, &connections, "router counters");
+                log_stats(&router, &connections, &redis, "router counters");
             }
         })
     };
@@ -104,6 +126,9 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     );
     drain.start();
     accepting.await;
+    if let Some(redis) = redis_accepting {
+        redis.await;
+    }
     let drained = futures_lite::future::or(
         async {
             connections.all_closed().await;
@@ -129,11 +154,16 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     keepalive.await;
     router.meta.close();
     router.nodes.close();
-    log_stats(&router, &connections, "core stopped");
+    log_stats(&router, &connections, &redis_stats, "core stopped");
     Ok(())
 }
 
-fn log_stats(router: &Router, connections: &Connections, what: &'static str) {
+fn log_stats(
+    router: &Router,
+    connections: &Connections,
+    redis: &crate::redis::RedisStats,
+    what: &'static str,
+) {
     let cache = router.cache.borrow();
     let c = cache.stats();
     let s = &router.stats;
@@ -154,6 +184,10 @@ fn log_stats(router: &Router, connections: &Connections, what: &'static str) {
         admin = s.admin.get(),
         connections = connections.open(),
         accepted = connections.accepted(),
+        redis_connections = redis.connections.get(),
+        redis_commands = redis.commands.get(),
+        redis_refused = redis.refused.get(),
+        redis_protocol_errors = redis.protocol_errors.get(),
         "{what}"
     );
 }

@@ -16,6 +16,9 @@
 //!   the number of router cores, not on what their clients do (DynamoDB's lesson: a cold
 //!   start of every router must not take meta down). Hits, misses, refreshes and routes
 //!   fetched are counted and logged every 10 s and at shutdown.
+//! - The Redis port ([`redis`]), when configured: RESP2 clients and tools (redis-cli,
+//!   redis-benchmark, redis-py) read and write items through the same request path, a Redis
+//!   key being an item's partition key; `SELECT n` picks the n-th configured table.
 //! - The retry rule: a node's typed refusal (`WrongOwner`, `Unavailable`) drops the route,
 //!   looks it up again and retries, at most [`limits::ROUTER_RETRIES_MAX`] times; a node
 //!   that cannot be reached fails the request at once with `Unavailable`; a write whose
@@ -34,8 +37,8 @@
 //!
 //! # Why its own crate
 //!
-//! It is a daemon of its own (a binary, a port, a config), it depends on `proto`, `client`
-//! and (for the trie) `routing`, never on the node's or meta's internals, and nothing depends
+//! It is a daemon of its own (a binary, a port, a config), it depends on `proto`, `client`,
+//! `resp` (for the Redis port) and (for the trie) `routing`, never on the node's or meta's internals, and nothing depends
 //! on it: the only contract is the wire.
 
 #![warn(missing_docs)]
@@ -49,5 +52,6 @@ pub mod logging;
 pub mod meta;
 pub mod nodes;
 pub mod process;
+pub mod redis;
 pub mod refresh;
 pub mod signals;

@@ -124,3 +124,38 @@ const _: () = assert!(
     RESPONSE_BACKLOG_BYTES_MAX >= proto::limits::FRAME_PAYLOAD_BYTES_MAX + proto::HEADER_BYTES
 );
 const _: () = assert!(NODE_CONNECTIONS_PER_ADDR >= 1 && META_CONNECTIONS_PER_CORE_MAX >= 1);
+
+/// Arguments in one Redis command, its name included: an MGET of 4,096 keys or an MSET of
+/// 2,048 pairs. Each argument costs a `Vec`; Redis's own bound is far higher (1 M), but a
+/// command this wide already becomes 41 batch gets or 82 batch writes.
+pub const REDIS_ARGS_MAX: usize = 4_097;
+/// Bytes in one Redis argument: an item's largest value. A larger one is skipped as it
+/// arrives and answered with an error (the item could not be stored anyway).
+pub const REDIS_ARG_BYTES_MAX: usize = proto::limits::ITEM_BYTES_MAX;
+/// Bytes in one Redis command, all arguments together: ten largest items. It is what one
+/// connection's parser may hold; 4,096 connections at this bound would be 16 GiB, so the
+/// bound is about a single command, not a promise of memory for every connection at once.
+pub const REDIS_COMMAND_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes in one inline (telnet-style) command line, Redis's own bound.
+pub const REDIS_INLINE_BYTES_MAX: usize = 64 * 1024;
+/// Commands one Redis connection parses ahead of their replies. A pipeline longer than this
+/// runs in parts (TCP holds the rest); it bounds the tasks and replies one connection has
+/// at once.
+pub const REDIS_PIPELINE_COMMANDS_MAX: usize = 256;
+/// Bytes read from a Redis client at a time.
+pub const REDIS_READ_BYTES: usize = 64 * 1024;
+/// Rounds a Redis MGET or EXISTS sends again the keys a batch get left unprocessed, before
+/// answering TRYAGAIN: a node sheds a batch only under load, and a few rounds ride it out.
+pub const REDIS_BATCH_ROUNDS_MAX: u32 = 8;
+/// Attempts of one INCR/DECR (read, add, write if the version has not moved) before it
+/// answers TRYAGAIN: each lost attempt means another client changed the counter, so more
+/// attempts only help a hot counter that many clients race on.
+pub const REDIS_INCR_ATTEMPTS_MAX: u32 = 32;
+
+const _: () = assert!(REDIS_ARG_BYTES_MAX <= REDIS_COMMAND_BYTES_MAX);
+const _: () = assert!(REDIS_PIPELINE_COMMANDS_MAX >= 1 && REDIS_ARGS_MAX >= 3);
+/// How long the Redis port keeps sending again a request a node answered `Throttled`,
+/// pausing as the node hints, before passing `TRYAGAIN` on. Redis clients do not retry (Redis
+/// queues rather than refuses), so the port absorbs a node's short overloads; a longer one
+/// is the client's to see.
+pub const REDIS_THROTTLED_WAIT_MS_MAX: u64 = 1_000;

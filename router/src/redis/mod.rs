@@ -1,0 +1,271 @@
+//! The Redis protocol (RESP2) on a router core: Redis clients and tools read and write
+//! percore's items, a Redis key being an item's partition key and its value the item's
+//! bytes.
+//!
+//! A command goes through three steps, each its own module:
+//!
+//! 1. [`resp::Parser`] cuts the byte stream into commands, within [`PARSER_LIMITS`];
+//! 2. [`plan`] checks name, arity and options, resolves the table from the connection's
+//!    [`plan::Session`] (`SELECT n` picks the n-th of the configured tables), and either
+//!    answers at once (PING, CONFIG GET, ...; see [`info`]) or names an item operation;
+//! 3. [`exec`] runs the operation as native requests through the router's request path
+//!    ([`crate::forward::Router::serve_request`]): the same routing, retries and errors as a
+//!    native client gets, and an OK only once the write is durable.
+//!
+//! Pipelining: a connection parses every command that has arrived (up to
+//! [`REDIS_PIPELINE_COMMANDS_MAX`]) and runs them in order, but not one at a time: a run of
+//! commands where none writes a key another one touches goes to the nodes at once, so a
+//! pipeline of GETs and SETs on different keys costs about one round trip, while `SET k`
+//! then `GET k` still reads what the SET wrote. The replies leave in one write.
+//!
+//! Errors follow Redis: an unknown command, a wrong arity or an oversized argument is
+//! answered with an error and the connection goes on; only a stream that is not RESP at all
+//! ([`resp::Fatal`]) is answered once and closed, as Redis does.
+
+pub mod exec;
+pub mod info;
+pub mod plan;
+pub mod reply;
+
+use std::cell::Cell;
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use daemon::server::{Connections, Drain};
+use exec::Store;
+use plan::{Op, Session};
+
+use crate::limits::{
+    REDIS_ARGS_MAX, REDIS_ARG_BYTES_MAX, REDIS_COMMAND_BYTES_MAX, REDIS_INLINE_BYTES_MAX,
+    REDIS_PIPELINE_COMMANDS_MAX, REDIS_READ_BYTES,
+};
+
+/// The parser's bounds on one command (see [`crate::limits`] for each one's reason).
+pub const PARSER_LIMITS: resp::Limits = resp::Limits {
+    args_max: REDIS_ARGS_MAX,
+    arg_bytes_max: REDIS_ARG_BYTES_MAX,
+    command_bytes_max: REDIS_COMMAND_BYTES_MAX,
+    inline_bytes_max: REDIS_INLINE_BYTES_MAX,
+};
+
+/// What one core's Redis port has counted.
+#[derive(Default, Debug)]
+pub struct RedisStats {
+    /// Connections served so far.
+    pub connections: Cell<u64>,
+    /// Commands answered (refused ones included).
+    pub commands: Cell<u64>,
+    /// Commands refused for their size.
+    pub refused: Cell<u64>,
+    /// Connections closed because their bytes were not RESP.
+    pub protocol_errors: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// Binds the Redis port on this core (SO_REUSEPORT, like the native port).
+pub fn listen(host: &str, port: u16) -> Result<TcpListener, String> {
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr).map_err(|e| format!("cannot listen for Redis clients on {addr}: {e}"))
+}
+
+/// Serves Redis clients from `listener` until draining starts.
+pub async fn accept_loop<S: Store>(
+    listener: TcpListener,
+    store: S,
+    tables: Rc<[String]>,
+    core: u32,
+    connections: Rc<Connections>,
+    drain: Rc<Drain>,
+    stats: Rc<RedisStats>,
+) {
+    let next_id = Rc::new(Cell::new(1u64));
+    daemon::server::accept_each(listener, connections, drain.clone(), move |stream, peer| {
+        let id = (u64::from(core) << 48) | next_id.get();
+        next_id.set(next_id.get() + 1);
+        bump(&stats.connections);
+        let (store, tables, drain, stats) =
+            (store.clone(), tables.clone(), drain.clone(), stats.clone());
+        async move {
+            match serve_connection(stream, store, tables, drain, id, stats).await {
+                Ok(()) => tracing::debug!(%peer, "redis connection closed"),
+                Err(End::Protocol(reason)) => {
+                    tracing::info!(%peer, %reason, "redis connection closed: not RESP")
+                }
+                Err(End::Io(e)) => tracing::debug!(%peer, error = %e, "redis connection failed"),
+            }
+        }
+    })
+    .await
+}
+
+/// Why a Redis connection ended other than by the client closing it or QUIT.
+#[derive(Debug)]
+pub enum End {
+    /// The bytes stopped being RESP (answered with the reason, then closed).
+    Protocol(resp::Fatal),
+    /// A read or write failed.
+    Io(std::io::Error),
+}
+
+/// How many commands from the front of `queue` may run at once: up to the first that
+/// writes a key an earlier one touches, or reads a key an earlier one writes (so a
+/// pipeline's order is kept where it shows). QUIT runs alone, after what precedes it.
+fn independent_prefix(queue: &VecDeque<(Op, resp::encode::Version)>) -> usize {
+    let mut read: HashSet<(&str, &[u8])> = HashSet::new();
+    let mut written: HashSet<(&str, &[u8])> = HashSet::new();
+    for (i, (op, _)) in queue.iter().enumerate() {
+        if matches!(op, Op::Quit) {
+            return i.max(1);
+        }
+        let (table, reads, writes) = op.keys();
+        let conflict = reads.iter().any(|k| written.contains(&(table, *k)))
+            || writes
+                .iter()
+                .any(|k| written.contains(&(table, *k)) || read.contains(&(table, *k)));
+        if conflict {
+            debug_assert!(i > 0, "the first command conflicts with nothing");
+            return i;
+        }
+        read.extend(reads.iter().map(|k| (table, *k)));
+        written.extend(writes.iter().map(|k| (table, *k)));
+    }
+    queue.len()
+}
+
+/// A command of a group being run: answered already, or running as a task.
+enum Running {
+    Ready(Vec<u8>),
+    Task(glommio::Task<Vec<u8>>),
+}
+
+/// Serves one Redis connection until the client closes it or sends QUIT, draining starts,
+/// or its bytes stop being RESP.
+pub async fn serve_connection<S: Store>(
+    mut stream: TcpStream,
+    store: S,
+    tables: Rc<[String]>,
+    drain: Rc<Drain>,
+    id: u64,
+    stats: Rc<RedisStats>,
+) -> Result<(), End> {
+    let mut parser = resp::Parser::new(PARSER_LIMITS);
+    // Bytes received; the first `consumed` of them are parsed already.
+    let mut input: Vec<u8> = Vec::with_capacity(REDIS_READ_BYTES);
+    let mut consumed = 0usize;
+    let mut read_buf = vec![0u8; REDIS_READ_BYTES];
+    let mut out: Vec<u8> = Vec::new();
+    let mut session = Session {
+        table: 0,
+        name: None,
+        id,
+        version: resp::encode::Version::Two,
+    };
+    // Each command with the protocol version its reply is written in (HELLO changes it
+    // for the commands after it).
+    let mut queue: VecDeque<(Op, resp::encode::Version)> = VecDeque::new();
+    let mut eof = false;
+    loop {
+        // Parse what has arrived, up to the pipeline bound.
+        let mut fatal = None;
+        while queue.len() < REDIS_PIPELINE_COMMANDS_MAX {
+            let (used, event) = parser.advance(&input[consumed..]);
+            consumed += used;
+            match event {
+                None => break,
+                Some(Err(f)) => {
+                    fatal = Some(f);
+                    break;
+                }
+                Some(Ok(resp::Event::Refused(refusal))) => {
+                    bump(&stats.refused);
+                    let error = reply::error(&refusal.to_string());
+                    queue.push_back((Op::Reply(error), session.version));
+                }
+                Some(Ok(resp::Event::Command(command))) => {
+                    let op = plan::plan(command.args, &mut session, &tables);
+                    queue.push_back((op, session.version));
+                }
+            }
+        }
+        let more_parsed_than_run = queue.len() >= REDIS_PIPELINE_COMMANDS_MAX;
+        if consumed == input.len() {
+            input.clear();
+            consumed = 0;
+        } else if consumed >= REDIS_READ_BYTES {
+            input.drain(..consumed);
+            consumed = 0;
+        }
+
+        // Run them, in order, independent runs at once.
+        let mut quit = false;
+        while !queue.is_empty() && !quit {
+            let n = independent_prefix(&queue);
+            if n == 1 {
+                // One command alone runs in this task: no spawn, no wake-up.
+                let (op, version) = queue.pop_front().expect("the queue is not empty");
+                bump(&stats.commands);
+                if op == Op::Quit {
+                    quit = true;
+                }
+                out.extend_from_slice(&exec::execute(store.clone(), op, version).await);
+                continue;
+            }
+            let group: Vec<Running> = queue
+                .drain(..n)
+                .map(|(op, version)| match op {
+                    Op::Reply(bytes) => Running::Ready(bytes),
+                    op => Running::Task(glommio::spawn_local(exec::execute(
+                        store.clone(),
+                        op,
+                        version,
+                    ))),
+                })
+                .collect();
+            for running in group {
+                bump(&stats.commands);
+                match running {
+                    Running::Ready(bytes) => out.extend_from_slice(&bytes),
+                    Running::Task(task) => out.extend_from_slice(&task.await),
+                }
+            }
+        }
+        if let Some(f) = &fatal {
+            bump(&stats.protocol_errors);
+            out.extend_from_slice(&reply::error(&f.to_string()));
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).await.map_err(End::Io)?;
+            out.clear();
+        }
+        if let Some(f) = fatal {
+            return Err(End::Protocol(f));
+        }
+        if quit || eof {
+            return Ok(());
+        }
+        if more_parsed_than_run {
+            continue;
+        }
+        if drain.is_draining() {
+            return Ok(());
+        }
+        let read =
+            futures_lite::future::or(async { Some(stream.read(&mut read_buf).await) }, async {
+                drain.started().await;
+                None
+            })
+            .await;
+        match read {
+            None => return Ok(()),
+            Some(Ok(0)) => eof = true,
+            Some(Ok(n)) => input.extend_from_slice(&read_buf[..n]),
+            Some(Err(e)) => return Err(End::Io(e)),
+        }
+    }
+}
