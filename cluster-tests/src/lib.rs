@@ -29,6 +29,9 @@ pub const STOP_TIMEOUT_MS: u64 = 15_000;
 /// How long one request of a test's client may wait.
 pub const REQUEST_TIMEOUT_MS: u64 = 20_000;
 
+/// The tables the router's Redis port offers (`SELECT 0`, `SELECT 1`); tests create them.
+pub const REDIS_TABLES: [&str; 2] = ["usertable", "redis1"];
+
 /// Starts are serialised within a test binary: several glommio processes starting at
 /// once on two CPUs have been seen to hang in start-up (see shard-node's tests).
 static STARTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -233,6 +236,8 @@ pub struct Cluster {
     pub router: Daemon,
     /// Its port.
     pub router_port: u16,
+    /// Its Redis port (tables [`REDIS_TABLES`]).
+    pub redis_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -298,7 +303,8 @@ impl Cluster {
                 core_port: ports[1],
             });
         }
-        let router_port = free_ports(1)[0];
+        let ports = free_ports(2);
+        let (router_port, redis_port) = (ports[0], ports[1]);
         let router = Daemon::start(
             "percore-router",
             vec![
@@ -312,6 +318,10 @@ impl Cluster {
                 meta_addr.to_string(),
                 "--io-memory".into(),
                 "1MiB".into(),
+                "--redis-port".into(),
+                redis_port.to_string(),
+                "--redis-tables".into(),
+                REDIS_TABLES.join(","),
                 "--log-level".into(),
                 "info".into(),
             ],
@@ -324,6 +334,7 @@ impl Cluster {
             nodes: list,
             router,
             router_port,
+            redis_port,
             _dir: dir,
         };
         cluster.wait_for_nodes(nodes);
