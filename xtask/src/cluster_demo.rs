@@ -3,7 +3,10 @@
 //! It starts, as separate processes on 127.0.0.1, one metadata service, three nodes and one
 //! router; creates `usertable` through the router; loads it and runs YCSB-A through the
 //! router from `percore-perf`; prints perf's SLO table; writes the HTML report and the
-//! HdrHistogram log; stops every process with SIGTERM and ends with one JSON line.
+//! HdrHistogram log; stops every process with SIGTERM and ends with one JSON line. The
+//! router also serves the Redis protocol on port 6380 (another port if that one is taken):
+//! while the load runs, `redis-cli -p 6380 GET user00000000000000000042` reads an item, and
+//! the demo itself writes and reads one item that way before it stops.
 //!
 //! Nothing is left running: each daemon is stopped on the way out, killed if it does not
 //! stop, and killed when xtask unwinds from an error. Ctrl-C reaches every daemon too (they
@@ -26,6 +29,8 @@ const NODE_CPUS: [&str; NODES] = ["1", "0", "1"];
 const ROUTER_CPU: &str = "0";
 /// Page cache per node: the demo's 100,000 items of 1 KB fit in a fraction of it.
 const NODE_MEMORY_BUDGET: &str = "512MiB";
+/// The Redis port the demo's router serves, as the issue asks; another free one if taken.
+const DEMO_REDIS_PORT: u16 = 6380;
 /// The demo's records.
 const DEMO_RECORDS: u64 = 100_000;
 /// The demo's rate: well inside what five processes on two cores serve.
@@ -39,6 +44,7 @@ struct Cluster {
     nodes: Vec<Daemon>,
     meta: Option<Daemon>,
     router_port: u16,
+    redis_port: u16,
     _dirs: Vec<ScratchDir>,
 }
 
@@ -70,6 +76,13 @@ impl Cluster {
             dirs.push(dir);
         }
         let router_port = procs::free_port_block(1)?;
+        let redis_port = if std::net::TcpListener::bind(("127.0.0.1", DEMO_REDIS_PORT)).is_ok() {
+            DEMO_REDIS_PORT
+        } else {
+            let other = procs::free_port_block(1)?;
+            eprintln!("demo: port {DEMO_REDIS_PORT} is taken; Redis clients get port {other}");
+            other
+        };
         let router = Daemon::spawn(
             "percore-router",
             &[
@@ -79,6 +92,8 @@ impl Cluster {
                 s(ROUTER_CPU),
                 s("--meta"),
                 meta_addr,
+                s("--redis-port"),
+                redis_port.to_string(),
                 s("--log-level"),
                 s("warn"),
             ],
@@ -88,6 +103,7 @@ impl Cluster {
             nodes,
             meta: Some(meta),
             router_port,
+            redis_port,
             _dirs: dirs,
         })
     }
@@ -137,7 +153,9 @@ pub fn demo(seconds: Option<u32>) -> Result<()> {
         seconds,
         &extra,
     )?;
+    let redis = redis_check(cluster.redis_port);
     cluster.stop()?;
+    eprintln!("demo: {}", redis?);
     let ms = |name: &str| num(&total, name).map(|us| us / 1000.0);
     eprintln!("demo: meta, {NODES} nodes and a router on 127.0.0.1; load through the router");
     eprintln!("demo: SLO report written to {}", report.display());
@@ -155,4 +173,31 @@ pub fn demo(seconds: Option<u32>) -> Result<()> {
         num(&total, "errors")?
     );
     Ok(())
+}
+
+/// Writes and reads one item through the router's Redis port, as a Redis client would.
+fn redis_check(port: u16) -> Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let fail = |e: std::io::Error| format!("the Redis port {port}: {e}");
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(fail)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(fail)?;
+    let mut reader = BufReader::new(stream.try_clone().map_err(fail)?);
+    (&stream)
+        .write_all(b"SET demo:greeting hello\r\nGET demo:greeting\r\n")
+        .map_err(fail)?;
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(fail)?;
+        lines.push(line.trim_end().to_string());
+    }
+    if lines[0] != "+OK" || lines[2] != "hello" {
+        return Err(format!("the Redis port {port} answered {lines:?}"));
+    }
+    Ok(format!(
+        "Redis port {port}: SET demo:greeting -> {}, GET -> {}",
+        lines[0], lines[2]
+    ))
 }
