@@ -16,6 +16,7 @@
 mod cluster_demo;
 mod node_bench;
 mod procs;
+mod redis_bench;
 mod router_bench;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,13 @@ use std::time::Instant;
 /// Debian packages the build and the tests need. Checked with `dpkg -s`, installed with
 /// apt-get when missing (CI runs as root on a fresh Debian machine).
 /// `protobuf-compiler`: raft-rs's `prost-codec` generates its messages with `protoc`.
-const DEBIAN_PACKAGES: &[&str] = &["protobuf-compiler"];
+/// `redis-server`, `redis-tools`: the Redis tests drive the router's RESP port with
+/// redis-cli and redis-benchmark, and `bench redis` compares with redis-server 7.
+const DEBIAN_PACKAGES: &[&str] = &["protobuf-compiler", "redis-server", "redis-tools"];
+
+/// Debian packages that give `python3 -m pip`, installed only when it is missing (a machine
+/// with its own Python keeps it).
+const DEBIAN_PIP_PACKAGES: &[&str] = &["python3", "python3-pip"];
 
 /// How long each fuzz target runs in the smoke, in seconds. Long enough to reach the
 /// decoders' error paths from an empty corpus, short enough to keep CI well under 20 minutes.
@@ -39,8 +46,9 @@ enum Bench {
     Node,
     /// meta, a node and a router, driven by `percore-perf` (see `router_bench`).
     Router,
-    /// The issue that builds its subject has not landed yet.
-    NotBuilt,
+    /// percore's RESP port against redis-server, driven by `redis-benchmark` (see
+    /// `redis_bench`).
+    Redis,
 }
 
 /// Benchmarks that `cargo xtask bench` knows, and how each runs.
@@ -49,7 +57,7 @@ const BENCHES: &[(&str, Bench)] = &[
     ("wal", Bench::Cargo("devices", "wal")),
     ("node", Bench::Node),
     ("router", Bench::Router),
-    ("redis", Bench::NotBuilt),
+    ("redis", Bench::Redis),
 ];
 
 fn main() -> ExitCode {
@@ -165,10 +173,39 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     Ok(())
 }
 
-/// Installs what the build needs on a fresh Debian machine: missing Debian packages and
-/// cargo-fuzz (for the nightly fuzz smoke). Does nothing for what is already there.
+/// Installs what the build needs on a fresh Debian machine: missing Debian packages,
+/// redis-py (PyPI's `redis`, for the Redis tests) and cargo-fuzz (for the nightly fuzz
+/// smoke). Does nothing for what is already there.
 fn install_needs() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    apt_install(DEBIAN_PACKAGES)?;
+    if !succeeds("python3", &["-c", "import redis"]) {
+        if !succeeds("python3", &["-m", "pip", "--version"]) {
+            apt_install(DEBIAN_PIP_PACKAGES)?;
+        }
+        // Debian's own Python refuses pip installs outside a virtualenv (PEP 668) unless
+        // told otherwise; older pips ignore the variable.
+        eprintln!("xtask: $ python3 -m pip install --quiet redis");
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "redis"])
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+            .env("PIP_ROOT_USER_ACTION", "ignore")
+            .status()
+            .map_err(|e| format!("cannot start python3: {e}"))?;
+        if !status.success() || !succeeds("python3", &["-c", "import redis"]) {
+            return Err(format!(
+                "could not install redis-py (`python3 -m pip install redis`: {status})"
+            ));
+        }
+    }
+    if has_nightly() && !succeeds("cargo", &["+nightly", "fuzz", "--version"]) {
+        run("cargo", &["install", "--locked", "cargo-fuzz"])?;
+    }
+    Ok(())
+}
+
+/// Installs those of `packages` that `dpkg -s` does not know, with apt-get (as root).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !succeeds("dpkg", &["-s", p]))
@@ -185,9 +222,6 @@ fn install_needs() -> Result<()> {
         let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
         args.extend(missing.iter().copied());
         run("apt-get", &args)?;
-    }
-    if has_nightly() && !succeeds("cargo", &["+nightly", "fuzz", "--version"]) {
-        run("cargo", &["install", "--locked", "cargo-fuzz"])?;
     }
     Ok(())
 }
@@ -293,9 +327,10 @@ fn bench(args: &[String]) -> Result<()> {
             flags.iter().any(|f| f == "--quick"),
             flags.iter().any(|f| f == "--json"),
         ),
-        Bench::NotBuilt => Err(format!(
-            "benchmark {name:?} is not built yet: it arrives with the issue that builds its subject"
-        )),
+        Bench::Redis => redis_bench::bench(
+            flags.iter().any(|f| f == "--quick"),
+            flags.iter().any(|f| f == "--json"),
+        ),
         Bench::Cargo(package, target) => {
             let mut cargo_args = vec!["bench", "--quiet", "-p", package, "--bench", target, "--"];
             cargo_args.extend(flags.iter().map(String::as_str));
