@@ -320,6 +320,10 @@ pub(crate) mod tests {
     pub struct Model {
         items: Rc<RefCell<Items>>,
         version: Rc<RefCell<u64>>,
+        /// Calls still to answer `Throttled` before serving again.
+        throttled: Rc<std::cell::Cell<u32>>,
+        /// Milliseconds paused so far.
+        paused_ms: Rc<std::cell::Cell<u64>>,
     }
 
     impl Model {
@@ -335,6 +339,10 @@ pub(crate) mod tests {
         fn call(&self, request: Request) -> impl Future<Output = Response> {
             let this = self.clone();
             async move {
+                if this.throttled.get() > 0 {
+                    this.throttled.set(this.throttled.get() - 1);
+                    return Response::Error(Error::Throttled { retry_after_ms: 7 });
+                }
                 if let Err(e) = proto::validate(&request) {
                     return Response::Error(e);
                 }
@@ -408,7 +416,8 @@ pub(crate) mod tests {
             }
         }
 
-        fn pause(&self, _ms: u64) -> impl Future<Output = ()> {
+        fn pause(&self, ms: u64) -> impl Future<Output = ()> {
+            self.paused_ms.set(self.paused_ms.get() + ms);
             std::future::ready(())
         }
     }
@@ -478,6 +487,21 @@ pub(crate) mod tests {
         assert!(run(&m, &["INCR", "s"]).contains("not an integer"));
         run(&m, &["SET", "big", &i64::MAX.to_string()]);
         assert!(run(&m, &["INCR", "big"]).contains("overflow"));
+    }
+
+    #[test]
+    fn a_throttled_request_is_sent_again_for_a_while_then_the_client_hears() {
+        let m = Model::default();
+        m.throttled.set(3);
+        assert_eq!(run(&m, &["SET", "a", "1"]), "+OK\r\n");
+        assert_eq!(
+            m.paused_ms.get(),
+            21,
+            "three pauses of the node's 7 ms hint"
+        );
+        m.throttled.set(u32::MAX);
+        assert!(run(&m, &["GET", "a"]).starts_with("-TRYAGAIN "));
+        assert!(m.paused_ms.get() >= 21 + REDIS_THROTTLED_WAIT_MS_MAX);
     }
 
     #[test]
