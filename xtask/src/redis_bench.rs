@@ -707,7 +707,12 @@ fn check_router_serves_resp() -> Result<()> {
         .arg("--help")
         .output()
         .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    let help = String::from_utf8_lossy(&out.stdout);
+    // The help goes to standard error or output, depending on how the daemon prints it.
+    let help = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if help.contains("--redis-port") && help.contains("--redis-tables") {
         Ok(())
     } else {
