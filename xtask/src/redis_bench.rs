@@ -844,8 +844,9 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
     let idle_busy = busy_percent(&idle_before, &cpu_jiffies());
     eprintln!("xtask: all servers up and idle: CPUs busy {idle_busy:.0?} %");
 
-    // Requests per (target, test, pipeline), sized for `phase_s` seconds each.
-    let mut sizes = Vec::new();
+    // Requests per (target, test, pipeline), sized for `phase_s` seconds each; each measured
+    // run resizes its case for the next round (one short calibration run can hit a stall).
+    let mut sizes: Vec<((Target, &str, u32), u64)> = Vec::new();
     for pipeline in PIPELINES {
         for test in TESTS {
             for t in Target::ALL {
@@ -858,21 +859,18 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
             }
         }
     }
-    let size = |k: (Target, &str, u32)| {
-        sizes
-            .iter()
-            .find(|(key, _)| *key == k)
-            .map(|(_, n)| *n)
-            .expect("every case was calibrated")
-    };
 
     let mut runs: Vec<((Target, &str, u32), Run)> = Vec::new();
     for round in 0..rounds {
         for pipeline in PIPELINES {
             for test in TESTS {
                 for t in Target::ALL {
-                    let n = size((t, test, pipeline));
-                    let run = redis_benchmark(port(t), test, pipeline, keys, n, phase_s, true)?;
+                    let (_, n) = sizes
+                        .iter_mut()
+                        .find(|(key, _)| *key == (t, test, pipeline))
+                        .expect("every case was calibrated");
+                    let run = redis_benchmark(port(t), test, pipeline, keys, *n, phase_s, true)?;
+                    *n = ((run.row.rps * phase_s) as u64).max(PHASE_REQUESTS_MIN);
                     eprintln!(
                         "xtask: round {} {:<14} {test} -P {pipeline:<2}: {:>9.0} ops/s p50 {:.3} ms p99 {:.3} ms max {:.3} ms; CPUs busy {:.0?} %{}",
                         round + 1,
