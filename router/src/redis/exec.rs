@@ -133,6 +133,104 @@ pub async fn execute<S: Store>(store: S, op: Op, version: Version) -> Vec<u8> {
     }
 }
 
+/// The replies to several GETs of one table that run at once (a pipeline's independent
+/// run), in their order: one batch get per protocol-sized chunk instead of a request each,
+/// which costs the router and the node a frame, a task and a lookup per chunk rather than
+/// per key. If the batch fails as a whole (a bad key fails its validation, say), each GET
+/// runs alone, so that each gets its own answer, exactly as if it had not been batched.
+pub async fn execute_gets<S: Store>(
+    store: S,
+    table: String,
+    gets: Vec<(Vec<u8>, Version)>,
+) -> Vec<Vec<u8>> {
+    let keys: Vec<Vec<u8>> = gets.iter().map(|(k, _)| k.clone()).collect();
+    match get_many(&store, &table, &keys).await {
+        Ok(found) => gets
+            .iter()
+            .map(|(k, version)| match found.get(k) {
+                Some(v) => reply::bulk(v),
+                None => reply::null(*version),
+            })
+            .collect(),
+        Err(_) => {
+            let mut replies = Vec::with_capacity(gets.len());
+            for (key, version) in gets {
+                let op = Op::Get {
+                    table: table.clone(),
+                    key,
+                };
+                replies.push(execute(store.clone(), op, version).await);
+            }
+            replies
+        }
+    }
+}
+
+/// The replies to several plain SETs (no condition) of distinct keys of one table that run
+/// at once, in their order: batch writes of the protocol's size instead of a put each (one
+/// raft entry per partition part instead of one per key). Each reply is that SET's own: a
+/// write's failure is its outcome; a batch refused by validation runs its SETs one by one;
+/// any other error goes to each SET of the batch (none is sent twice).
+pub async fn execute_sets<S: Store>(
+    store: S,
+    table: String,
+    sets: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Vec<Vec<u8>> {
+    let mut replies = Vec::with_capacity(sets.len());
+    let mut sets = sets.into_iter().peekable();
+    while sets.peek().is_some() {
+        let chunk: Vec<(Vec<u8>, Vec<u8>)> = sets
+            .by_ref()
+            .take(proto::limits::BATCH_WRITES_MAX)
+            .collect();
+        let request = Request::BatchWrite(BatchWrite {
+            table: table.clone(),
+            writes: chunk
+                .iter()
+                .map(|(k, v)| proto::WriteOp::Put {
+                    key: Key::simple(k.clone()),
+                    value: v.clone(),
+                })
+                .collect(),
+        });
+        match call(&store, request).await {
+            Response::BatchWritten { outcomes } if outcomes.len() == chunk.len() => {
+                replies.extend(outcomes.iter().map(|o| match o {
+                    proto::WriteOutcome::Written { .. } => reply::simple("OK"),
+                    proto::WriteOutcome::Failed(e) => reply::percore_error(e),
+                }))
+            }
+            // Refused by validation, before anything was sent: each SET alone gets its
+            // own answer (only the bad one fails).
+            Response::Error(Error::TooLarge { .. } | Error::InvalidRequest { .. }) => {
+                for (key, value) in chunk {
+                    let op = Op::Set {
+                        table: table.clone(),
+                        key,
+                        value,
+                        condition: Condition::None,
+                    };
+                    // A SET's reply does not depend on the protocol version.
+                    replies.push(execute(store.clone(), op, Version::Two).await);
+                }
+            }
+            // Anything else may have written some of them (one partition's part, say):
+            // never send them again; each SET hears the error, as a lone one would.
+            other => {
+                let error = match other {
+                    Response::Error(e) => reply::percore_error(&e),
+                    other => reply::error(&format!(
+                        "ERR internal: unexpected answer {}",
+                        response_name(&other)
+                    )),
+                };
+                replies.extend(std::iter::repeat_n(error, chunk.len()));
+            }
+        }
+    }
+    replies
+}
+
 /// A reply for an answer that is not the one the request calls for: the error it carries,
 /// or (never expected) a mismatch named as such.
 fn unexpected(response: Response) -> Vec<u8> {

@@ -16,7 +16,10 @@
 //! [`REDIS_PIPELINE_COMMANDS_MAX`]) and runs them in order, but not one at a time: a run of
 //! commands where none writes a key another one touches goes to the nodes at once, so a
 //! pipeline of GETs and SETs on different keys costs about one round trip, while `SET k`
-//! then `GET k` still reads what the SET wrote. The replies leave in one write.
+//! then `GET k` still reads what the SET wrote. Within such a run, the GETs of a table
+//! travel as batch gets and its plain SETs as batch writes (a frame and a raft entry per
+//! partition part rather than per key); each command still gets its own reply. The replies
+//! leave in one write.
 //!
 //! Errors follow Redis: an unknown command, a wrong arity or an oversized argument is
 //! answered with an error and the connection goes on; only a stream that is not RESP at all
@@ -28,7 +31,7 @@ pub mod plan;
 pub mod reply;
 
 use std::cell::Cell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -138,10 +141,108 @@ fn independent_prefix(queue: &VecDeque<(Op, resp::encode::Version)>) -> usize {
     queue.len()
 }
 
-/// A command of a group being run: answered already, or running as a task.
-enum Running {
-    Ready(Vec<u8>),
-    Task(glommio::Task<Vec<u8>>),
+/// Runs a group of commands that touch no key in common, at once, and returns their
+/// replies in order. GETs of one table go together as batch gets and plain SETs of one
+/// table as batch writes ([`exec::execute_gets`], [`exec::execute_sets`]) when there are at
+/// least two of them; every other command runs as a task of its own.
+async fn run_group<S: Store>(store: &S, group: Vec<(Op, resp::encode::Version)>) -> Vec<Vec<u8>> {
+    /// Where a command's reply comes from: answered at once, its own task, or position `i`
+    /// of a batch task's replies.
+    enum From {
+        Ready(Vec<u8>),
+        Task(glommio::Task<Vec<u8>>),
+        Batch(usize, usize),
+    }
+    let gets = |op: &Op| matches!(op, Op::Get { .. });
+    let sets = |op: &Op| {
+        matches!(
+            op,
+            Op::Set {
+                condition: proto::Condition::None,
+                ..
+            }
+        )
+    };
+    // Tables with at least two GETs (or plain SETs) in the group: those are batched.
+    let mut counts: HashMap<(bool, &str), usize> = HashMap::new();
+    for (op, _) in &group {
+        match op {
+            Op::Get { table, .. } if gets(op) => *counts.entry((true, table)).or_default() += 1,
+            Op::Set { table, .. } if sets(op) => *counts.entry((false, table)).or_default() += 1,
+            _ => {}
+        }
+    }
+    let batched: HashSet<(bool, String)> = counts
+        .into_iter()
+        .filter(|&(_, n)| n >= 2)
+        .map(|((is_get, t), _)| (is_get, t.to_string()))
+        .collect();
+    let mut batch_gets: HashMap<String, Vec<(Vec<u8>, resp::encode::Version)>> = HashMap::new();
+    let mut batch_sets: HashMap<String, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+    // Each batch's number, in the order batches are made.
+    let mut batch_ids: HashMap<(bool, String), usize> = HashMap::new();
+    let mut from = Vec::with_capacity(group.len());
+    for (op, version) in group {
+        let key = match &op {
+            Op::Get { table, .. } | Op::Set { table, .. } => {
+                let k = (matches!(op, Op::Get { .. }), table.clone());
+                batched.contains(&k).then_some(k)
+            }
+            _ => None,
+        };
+        let Some(k) = key else {
+            from.push(match op {
+                Op::Reply(bytes) => From::Ready(bytes),
+                op => From::Task(glommio::spawn_local(exec::execute(
+                    store.clone(),
+                    op,
+                    version,
+                ))),
+            });
+            continue;
+        };
+        let next = batch_ids.len();
+        let id = *batch_ids.entry(k).or_insert(next);
+        match op {
+            Op::Get { table, key } => {
+                let list = batch_gets.entry(table).or_default();
+                list.push((key, version));
+                from.push(From::Batch(id, list.len() - 1));
+            }
+            Op::Set {
+                table, key, value, ..
+            } => {
+                let list = batch_sets.entry(table).or_default();
+                list.push((key, value));
+                from.push(From::Batch(id, list.len() - 1));
+            }
+            _ => unreachable!("only GETs and SETs are batched"),
+        }
+    }
+    let mut tasks: Vec<Option<glommio::Task<Vec<Vec<u8>>>>> = Vec::new();
+    tasks.resize_with(batch_ids.len(), || None);
+    for ((is_get, table), id) in batch_ids {
+        tasks[id] = Some(if is_get {
+            let list = batch_gets.remove(&table).unwrap_or_default();
+            glommio::spawn_local(exec::execute_gets(store.clone(), table, list))
+        } else {
+            let list = batch_sets.remove(&table).unwrap_or_default();
+            glommio::spawn_local(exec::execute_sets(store.clone(), table, list))
+        });
+    }
+    let mut batch_replies: Vec<Vec<Vec<u8>>> = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        batch_replies.push(task.expect("every batch has its task").await);
+    }
+    let mut replies = Vec::with_capacity(from.len());
+    for f in from {
+        replies.push(match f {
+            From::Ready(bytes) => bytes,
+            From::Task(task) => task.await,
+            From::Batch(id, i) => std::mem::take(&mut batch_replies[id][i]),
+        });
+    }
+    replies
 }
 
 /// Serves one Redis connection until the client closes it or sends QUIT, draining starts,
@@ -216,23 +317,10 @@ pub async fn serve_connection<S: Store>(
                 out.extend_from_slice(&exec::execute(store.clone(), op, version).await);
                 continue;
             }
-            let group: Vec<Running> = queue
-                .drain(..n)
-                .map(|(op, version)| match op {
-                    Op::Reply(bytes) => Running::Ready(bytes),
-                    op => Running::Task(glommio::spawn_local(exec::execute(
-                        store.clone(),
-                        op,
-                        version,
-                    ))),
-                })
-                .collect();
-            for running in group {
+            let group: Vec<(Op, resp::encode::Version)> = queue.drain(..n).collect();
+            for reply in run_group(&store, group).await {
                 bump(&stats.commands);
-                match running {
-                    Running::Ready(bytes) => out.extend_from_slice(&bytes),
-                    Running::Task(task) => out.extend_from_slice(&task.await),
-                }
+                out.extend_from_slice(&reply);
             }
         }
         if let Some(f) = &fatal {
