@@ -141,6 +141,9 @@ fn independent_prefix(queue: &VecDeque<(Op, resp::encode::Version)>) -> usize {
     queue.len()
 }
 
+/// A SET's key and value.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Runs a group of commands that touch no key in common, at once, and returns their
 /// replies in order. GETs of one table go together as batch gets and plain SETs of one
 /// table as batch writes ([`exec::execute_gets`], [`exec::execute_sets`]) when there are at
@@ -178,7 +181,7 @@ async fn run_group<S: Store>(store: &S, group: Vec<(Op, resp::encode::Version)>)
         .map(|((is_get, t), _)| (is_get, t.to_string()))
         .collect();
     let mut batch_gets: HashMap<String, Vec<(Vec<u8>, resp::encode::Version)>> = HashMap::new();
-    let mut batch_sets: HashMap<String, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+    let mut batch_sets: HashMap<String, Vec<KeyValue>> = HashMap::new();
     // Each batch's number, in the order batches are made.
     let mut batch_ids: HashMap<(bool, String), usize> = HashMap::new();
     let mut from = Vec::with_capacity(group.len());
