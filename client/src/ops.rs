@@ -73,26 +73,10 @@ pub fn create_table_request(
     }
 }
 
-/// The name of a response's variant, for errors.
-pub(crate) fn response_name(r: &Response) -> &'static str {
-    match r {
-        Response::Table(_) => "Table",
-        Response::Tables { .. } => "Tables",
-        Response::Written { .. } => "Written",
-        Response::Item(_) => "Item",
-        Response::Deleted { .. } => "Deleted",
-        Response::QueryPage { .. } => "QueryPage",
-        Response::ScanPage { .. } => "ScanPage",
-        Response::BatchItems { .. } => "BatchItems",
-        Response::BatchWritten { .. } => "BatchWritten",
-        Response::Error(_) => "Error",
-    }
-}
-
 fn unexpected<T>(expected: &'static str, got: &Response) -> Result<T> {
     Err(Error::Protocol(ProtocolError::UnexpectedResponse {
         expected,
-        got: response_name(got),
+        got: got.name(),
     }))
 }
 

@@ -428,3 +428,21 @@ pub enum Response {
     /// The request failed.
     Error(Error),
 }
+
+impl Response {
+    /// The variant's name, for errors that say what came instead of what was expected.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Table(_) => "Table",
+            Response::Tables { .. } => "Tables",
+            Response::Written { .. } => "Written",
+            Response::Item(_) => "Item",
+            Response::Deleted { .. } => "Deleted",
+            Response::QueryPage { .. } => "QueryPage",
+            Response::ScanPage { .. } => "ScanPage",
+            Response::BatchItems { .. } => "BatchItems",
+            Response::BatchWritten { .. } => "BatchWritten",
+            Response::Error(_) => "Error",
+        }
+    }
+}

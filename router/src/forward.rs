@@ -526,19 +526,10 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 fn unexpected_answer(asked: &str, got: &Response) -> Error {
-    let name = match got {
-        Response::Table(_) => "Table",
-        Response::Tables { .. } => "Tables",
-        Response::Written { .. } => "Written",
-        Response::Item(_) => "Item",
-        Response::Deleted { .. } => "Deleted",
-        Response::QueryPage { .. } => "QueryPage",
-        Response::ScanPage { .. } => "ScanPage",
-        Response::BatchItems { .. } => "BatchItems",
-        Response::BatchWritten { .. } => "BatchWritten",
-        Response::Error(_) => "Error",
-    };
-    Error::internal(format!("a node answered a {asked} part with {name}"))
+    Error::internal(format!(
+        "a node answered a {asked} part with {}",
+        got.name()
+    ))
 }
 
 impl daemon::server::Service for Router {

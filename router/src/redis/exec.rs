@@ -219,10 +219,9 @@ pub async fn execute_sets<S: Store>(
             other => {
                 let error = match other {
                     Response::Error(e) => reply::percore_error(&e),
-                    other => reply::error(&format!(
-                        "ERR internal: unexpected answer {}",
-                        response_name(&other)
-                    )),
+                    other => {
+                        reply::error(&format!("ERR internal: unexpected answer {}", other.name()))
+                    }
                 };
                 replies.extend(std::iter::repeat_n(error, chunk.len()));
             }
@@ -236,25 +235,7 @@ pub async fn execute_sets<S: Store>(
 fn unexpected(response: Response) -> Vec<u8> {
     match response {
         Response::Error(e) => reply::percore_error(&e),
-        other => reply::error(&format!(
-            "ERR internal: unexpected answer {}",
-            response_name(&other)
-        )),
-    }
-}
-
-fn response_name(r: &Response) -> &'static str {
-    match r {
-        Response::Table(_) => "Table",
-        Response::Tables { .. } => "Tables",
-        Response::Written { .. } => "Written",
-        Response::Item(_) => "Item",
-        Response::Deleted { .. } => "Deleted",
-        Response::QueryPage { .. } => "QueryPage",
-        Response::ScanPage { .. } => "ScanPage",
-        Response::BatchItems { .. } => "BatchItems",
-        Response::BatchWritten { .. } => "BatchWritten",
-        Response::Error(_) => "Error",
+        other => reply::error(&format!("ERR internal: unexpected answer {}", other.name())),
     }
 }
 
@@ -270,7 +251,7 @@ async fn get<S: Store>(store: &S, table: &str, key: Vec<u8>) -> Result<Option<pr
         Response::Error(e) => Err(e),
         other => Err(Error::internal(format!(
             "a get was answered with {}",
-            response_name(&other)
+            other.name()
         ))),
     }
 }
@@ -313,7 +294,7 @@ async fn get_many<S: Store>(
                 other => {
                     return Err(Error::internal(format!(
                         "a batch get was answered with {}",
-                        response_name(&other)
+                        other.name()
                     )))
                 }
             }
@@ -363,7 +344,7 @@ async fn set_many<S: Store>(
             other => {
                 return Err(Error::internal(format!(
                     "a batch write was answered with {}",
-                    response_name(&other)
+                    other.name()
                 )))
             }
         }
