@@ -75,7 +75,6 @@ impl Cluster {
             )?);
             dirs.push(dir);
         }
-        let router_port = procs::free_port_block(1)?;
         let redis_port = if std::net::TcpListener::bind(("127.0.0.1", DEMO_REDIS_PORT)).is_ok() {
             DEMO_REDIS_PORT
         } else {
@@ -83,21 +82,7 @@ impl Cluster {
             eprintln!("demo: port {DEMO_REDIS_PORT} is taken; Redis clients get port {other}");
             other
         };
-        let router = Daemon::spawn(
-            "percore-router",
-            &[
-                s("--port"),
-                router_port.to_string(),
-                s("--cores"),
-                s(ROUTER_CPU),
-                s("--meta"),
-                meta_addr,
-                s("--redis-port"),
-                redis_port.to_string(),
-                s("--log-level"),
-                s("warn"),
-            ],
-        )?;
+        let (router, router_port) = Daemon::router(ROUTER_CPU, &meta_addr, Some(redis_port))?;
         Ok(Cluster {
             router: Some(router),
             nodes,

@@ -123,6 +123,26 @@ impl Daemon {
         Ok((Daemon::spawn("percore-meta", &args)?, addr))
     }
 
+    /// Starts `percore-router` on `cpu` with `meta_addr`, on a free port, and, given one,
+    /// serving Redis clients on `redis_port`; returns it and its native port.
+    pub fn router(cpu: &str, meta_addr: &str, redis_port: Option<u16>) -> Result<(Daemon, u16)> {
+        let port = free_port_block(1)?;
+        let mut args = vec![
+            "--port".to_string(),
+            port.to_string(),
+            "--cores".into(),
+            cpu.into(),
+            "--meta".into(),
+            meta_addr.into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        if let Some(redis) = redis_port {
+            args.extend(["--redis-port".to_string(), redis.to_string()]);
+        }
+        Ok((Daemon::spawn("percore-router", &args)?, port))
+    }
+
     /// Starts the release binary `name` with `args` and waits for its `<name> ready` line
     /// on standard output (every percore daemon prints one once it serves).
     pub fn spawn(name: &'static str, args: &[String]) -> Result<Daemon> {

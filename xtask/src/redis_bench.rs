@@ -795,25 +795,9 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
             "warn",
         ],
     )?;
-    let router_port = procs::free_port_block(1)?;
     let percore_port = procs::free_port_block(1)?;
-    let router = Daemon::spawn(
-        "percore-router",
-        &[
-            s("--port"),
-            router_port.to_string(),
-            s("--cores"),
-            s(ROUTER_CPU),
-            s("--meta"),
-            meta_addr,
-            s("--redis-port"),
-            percore_port.to_string(),
-            s("--redis-tables"),
-            s(TABLE),
-            s("--log-level"),
-            s("warn"),
-        ],
-    )?;
+    // The Redis port's table list defaults to `TABLE` (usertable).
+    let (router, router_port) = Daemon::router(ROUTER_CPU, &meta_addr, Some(percore_port))?;
     create_table(router_port)?;
     let always = RedisServer::start(&always_dir.0, "always")?;
     let everysec = RedisServer::start(&everysec_dir.0, "everysec")?;

@@ -11,7 +11,7 @@
 //! Cores: the node on CPU 1; the router and the generator share CPU 0 (there are two). The
 //! routed figures therefore include the router competing with the generator for its core.
 
-use crate::node_bench::{load, num, phase, s};
+use crate::node_bench::{load, num, phase};
 use crate::procs::{self, Daemon, ScratchDir};
 use crate::{run, Result};
 
@@ -67,20 +67,7 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
             "warn",
         ],
     )?;
-    let router_port = procs::free_port_block(1)?;
-    let router = Daemon::spawn(
-        "percore-router",
-        &[
-            s("--port"),
-            router_port.to_string(),
-            s("--cores"),
-            s(ROUTER_CPU),
-            s("--meta"),
-            meta_addr,
-            s("--log-level"),
-            s("warn"),
-        ],
-    )?;
+    let (router, router_port) = Daemon::router(ROUTER_CPU, &meta_addr, None)?;
     // The table is created through the router (meta places it on the one node); the node's
     // core port then holds every partition, so `direct` needs no routing at all.
     load(router_port, records)?;
