@@ -56,23 +56,9 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, cpu) in NODE_CPUS.iter().enumerate() {
             let dir = ScratchDir::new(&format!("demo-node{}", i + 1))?;
-            let port = procs::free_port_block(2)?;
-            let node_id = (i + 1).to_string();
-            nodes.push(Daemon::start(
-                &dir.0,
-                port,
-                cpu,
-                &[
-                    "--node-id",
-                    &node_id,
-                    "--meta",
-                    &meta_addr,
-                    "--memory-budget",
-                    NODE_MEMORY_BUDGET,
-                    "--log-level",
-                    "warn",
-                ],
-            )?);
+            let id = i as u64 + 1;
+            let (node, _) = Daemon::cluster_node(&dir.0, cpu, id, &meta_addr, NODE_MEMORY_BUDGET)?;
+            nodes.push(node);
             dirs.push(dir);
         }
         let redis_port = if std::net::TcpListener::bind(("127.0.0.1", DEMO_REDIS_PORT)).is_ok() {

@@ -123,6 +123,31 @@ impl Daemon {
         Ok((Daemon::spawn("percore-meta", &args)?, addr))
     }
 
+    /// Starts `percore-node` number `id` on `cpu` and `data_dir`, registered with meta at
+    /// `meta_addr`, with a page budget of `memory_budget`, on a free block of ports; returns
+    /// it and its shared port (its core's own port is the next one).
+    pub fn cluster_node(
+        data_dir: &Path,
+        cpu: &str,
+        id: u64,
+        meta_addr: &str,
+        memory_budget: &str,
+    ) -> Result<(Daemon, u16)> {
+        let port = free_port_block(2)?;
+        let id = id.to_string();
+        let extra = [
+            "--node-id",
+            &id,
+            "--meta",
+            meta_addr,
+            "--memory-budget",
+            memory_budget,
+            "--log-level",
+            "warn",
+        ];
+        Ok((Daemon::start(data_dir, port, cpu, &extra)?, port))
+    }
+
     /// Starts `percore-router` on `cpu` with `meta_addr`, on a free port, and, given one,
     /// serving Redis clients on `redis_port`; returns it and its native port.
     pub fn router(cpu: &str, meta_addr: &str, redis_port: Option<u16>) -> Result<(Daemon, u16)> {

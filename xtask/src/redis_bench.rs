@@ -779,22 +779,7 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
     let everysec_dir = ScratchDir::new("bench-redis-everysec")?;
 
     let (meta, meta_addr) = Daemon::meta(&meta_dir.0)?;
-    let node_port = procs::free_port_block(2)?;
-    let node = Daemon::start(
-        &node_dir.0,
-        node_port,
-        SERVER_CPU,
-        &[
-            "--node-id",
-            "1",
-            "--meta",
-            &meta_addr,
-            "--memory-budget",
-            "2GiB",
-            "--log-level",
-            "warn",
-        ],
-    )?;
+    let (node, _) = Daemon::cluster_node(&node_dir.0, SERVER_CPU, 1, &meta_addr, "2GiB")?;
     let percore_port = procs::free_port_block(1)?;
     // The Redis port's table list defaults to `TABLE` (usertable).
     let (router, router_port) = Daemon::router(ROUTER_CPU, &meta_addr, Some(percore_port))?;

@@ -51,22 +51,7 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
     let meta_dir = ScratchDir::new("bench-router-meta")?;
     let node_dir = ScratchDir::new("bench-router-node")?;
     let (meta, meta_addr) = Daemon::meta(&meta_dir.0)?;
-    let node_port = procs::free_port_block(2)?;
-    let node = Daemon::start(
-        &node_dir.0,
-        node_port,
-        NODE_CPU,
-        &[
-            "--node-id",
-            "1",
-            "--meta",
-            &meta_addr,
-            "--memory-budget",
-            "2GiB",
-            "--log-level",
-            "warn",
-        ],
-    )?;
+    let (node, node_port) = Daemon::cluster_node(&node_dir.0, NODE_CPU, 1, &meta_addr, "2GiB")?;
     let (router, router_port) = Daemon::router(ROUTER_CPU, &meta_addr, None)?;
     // The table is created through the router (meta places it on the one node); the node's
     // core port then holds every partition, so `direct` needs no routing at all.
