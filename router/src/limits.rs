@@ -159,3 +159,7 @@ const _: () = assert!(REDIS_PIPELINE_COMMANDS_MAX >= 1 && REDIS_ARGS_MAX >= 3);
 /// queues rather than refuses), so the port absorbs a node's short overloads; a longer one
 /// is the client's to see.
 pub const REDIS_THROTTLED_WAIT_MS_MAX: u64 = 1_000;
+/// Bytes of item values one Redis MGET or EXISTS may gather before it is refused (asking
+/// for fewer keys): its reply is held whole before it is sent, and 4,096 keys of 400 KiB
+/// would otherwise be 1.6 GiB on one connection.
+pub const REDIS_REPLY_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -12,7 +12,10 @@ use resp::encode::Version;
 
 use super::plan::{parse_i64, Op};
 use super::reply;
-use crate::limits::{REDIS_BATCH_ROUNDS_MAX, REDIS_INCR_ATTEMPTS_MAX, REDIS_THROTTLED_WAIT_MS_MAX};
+use crate::limits::{
+    REDIS_BATCH_ROUNDS_MAX, REDIS_INCR_ATTEMPTS_MAX, REDIS_REPLY_BYTES_MAX,
+    REDIS_THROTTLED_WAIT_MS_MAX,
+};
 
 /// Where the Redis port's requests go: a native request in, its answer out.
 pub trait Store: Clone + 'static {
@@ -258,11 +261,16 @@ async fn get<S: Store>(store: &S, table: &str, key: Vec<u8>) -> Result<Option<pr
 
 /// The values of the keys that exist, in batches of the protocol's size, the keys a batch
 /// left unprocessed sent again (a bounded number of rounds).
+///
+/// Refuses, once the values found come to more than [`REDIS_REPLY_BYTES_MAX`], so that one
+/// command cannot make the router hold an unbounded reply (4,096 keys of 400 KiB would be
+/// 1.6 GiB).
 async fn get_many<S: Store>(
     store: &S,
     table: &str,
     keys: &[Vec<u8>],
 ) -> Result<HashMap<Vec<u8>, Vec<u8>>, Error> {
+    let mut found_bytes = 0usize;
     let mut unique: Vec<&Vec<u8>> = keys.iter().collect();
     unique.sort();
     unique.dedup();
@@ -286,7 +294,14 @@ async fn get_many<S: Store>(
             match call(store, request).await {
                 Response::BatchItems { items, unprocessed } => {
                     for item in items {
+                        found_bytes += item.value.len();
                         found.insert(item.key.partition, item.value);
+                    }
+                    if found_bytes > REDIS_REPLY_BYTES_MAX {
+                        return Err(Error::invalid(format!(
+                            "the values of these keys come to more than \
+                             {REDIS_REPLY_BYTES_MAX} bytes; ask for fewer keys at a time"
+                        )));
                     }
                     pending = unprocessed;
                 }
@@ -581,6 +596,21 @@ pub(crate) mod tests {
         m.throttled.set(u32::MAX);
         assert!(run(&m, &["GET", "a"]).starts_with("-TRYAGAIN "));
         assert!(m.paused_ms.get() >= 21 + REDIS_THROTTLED_WAIT_MS_MAX);
+    }
+
+    #[test]
+    fn an_mget_too_large_to_hold_is_refused() {
+        let m = Model::default();
+        let value = vec![b'v'; proto::limits::ITEM_BYTES_MAX - 64];
+        let count = REDIS_REPLY_BYTES_MAX / value.len() + 1;
+        let keys: Vec<String> = (0..count).map(|i| format!("big{i}")).collect();
+        for k in &keys {
+            m.write(k.as_bytes().to_vec(), value.clone());
+        }
+        let mut words = vec!["MGET"];
+        words.extend(keys.iter().map(String::as_str));
+        assert!(run(&m, &words).contains("ask for fewer keys"));
+        assert!(run(&m, &words[..3]).starts_with("*2\r\n"));
     }
 
     #[test]
