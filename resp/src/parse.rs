@@ -97,6 +97,8 @@ pub enum Fatal {
     InlineTooLong,
     /// A bulk string not followed by CRLF.
     BadBulkEnd,
+    /// An inline command with a quote that does not close (or closes mid-word).
+    UnbalancedQuotes,
 }
 
 impl fmt::Display for Fatal {
@@ -114,6 +116,9 @@ impl fmt::Display for Fatal {
             Fatal::HeaderTooLong => write!(f, "ERR Protocol error: too big count string"),
             Fatal::InlineTooLong => write!(f, "ERR Protocol error: too big inline request"),
             Fatal::BadBulkEnd => write!(f, "ERR Protocol error: bulk string not ended by CRLF"),
+            Fatal::UnbalancedQuotes => {
+                write!(f, "ERR Protocol error: unbalanced quotes in request")
+            }
         }
     }
 }
@@ -174,6 +179,93 @@ fn line(input: &[u8], max: usize) -> Option<(&[u8], usize)> {
     let content = &window[..at];
     let content = content.strip_suffix(b"\r").unwrap_or(content);
     Some((content, at + 1))
+}
+
+/// Splits an inline command into words as Redis does (`sdssplitargs`): words part at
+/// whitespace; "double quotes" take the escapes `\n \r \t \b \a \\ \"` and `\xHH`;
+/// 'single quotes' take `\'`. `None` if a quote does not close, or closes mid-word.
+fn split_inline(text: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < text.len() && text[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == text.len() {
+            return Some(args);
+        }
+        let mut word = Vec::new();
+        // 0: bare, b'"' or b'\'': inside those quotes.
+        let mut quote = 0u8;
+        loop {
+            let Some(&c) = text.get(i) else {
+                // The line ended: fine for a bare word, not inside quotes.
+                return (quote == 0).then(|| {
+                    args.push(word);
+                    args
+                });
+            };
+            match quote {
+                0 if c.is_ascii_whitespace() => break,
+                0 if c == b'"' || c == b'\'' => quote = c,
+                0 => word.push(c),
+                b'"' => match (c, text.get(i + 1).copied()) {
+                    (b'\\', Some(b'x')) => {
+                        match (
+                            text.get(i + 2).and_then(|&b| hex(b)),
+                            text.get(i + 3).and_then(|&b| hex(b)),
+                        ) {
+                            (Some(h), Some(l)) => {
+                                word.push(h * 16 + l);
+                                i += 3;
+                            }
+                            _ => {
+                                word.push(b'x');
+                                i += 1;
+                            }
+                        }
+                    }
+                    (b'\\', Some(e)) => {
+                        word.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                        i += 1;
+                    }
+                    (b'"', next) => {
+                        // A closing quote must end the word.
+                        if next.is_some_and(|n| !n.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    _ => word.push(c),
+                },
+                _ => match (c, text.get(i + 1).copied()) {
+                    (b'\\', Some(b'\'')) => {
+                        word.push(b'\'');
+                        i += 1;
+                    }
+                    (b'\'', next) => {
+                        if next.is_some_and(|n| !n.is_ascii_whitespace()) {
+                            return None;
+                        }
+                        i += 1;
+                        break;
+                    }
+                    _ => word.push(c),
+                },
+            }
+            i += 1;
+        }
+        args.push(word);
+    }
 }
 
 /// A strict decimal integer, as Redis reads counts and lengths.
@@ -267,11 +359,9 @@ impl Parser {
                             return (at, None);
                         };
                         at += used;
-                        let args: Vec<Vec<u8>> = text
-                            .split(|b| b.is_ascii_whitespace())
-                            .filter(|w| !w.is_empty())
-                            .map(<[u8]>::to_vec)
-                            .collect();
+                        let Some(args) = split_inline(text) else {
+                            return (at, Some(Err(Fatal::UnbalancedQuotes)));
+                        };
                         if args.is_empty() {
                             continue;
                         }
@@ -474,6 +564,20 @@ mod tests {
             events,
             vec![Ok(Event::Refused(Refusal::CommandTooLarge { max: 12 }))]
         );
+    }
+
+    #[test]
+    fn inline_commands_take_redis_quotes() {
+        let (events, _) = all(b"SET k \"a b\\n\\x41\"\r\nSET 'it\\'s' ''\r\n");
+        assert_eq!(
+            events,
+            vec![
+                command(&["SET", "k", "a b\nA"]),
+                command(&["SET", "it's", ""])
+            ]
+        );
+        assert_eq!(all(b"SET \"open\r\n").0, vec![Err(Fatal::UnbalancedQuotes)]);
+        assert_eq!(all(b"SET \"a\"b\r\n").0, vec![Err(Fatal::UnbalancedQuotes)]);
     }
 
     #[test]
