@@ -257,6 +257,34 @@ print("redis-py ok")
         }
     }
 
+    // redis-benchmark's INCR test: every client on one counter. None may fail (a lost race
+    // is the router's to retry) and none may be lost.
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "incr",
+            "-n",
+            "3000",
+            "-c",
+            "30",
+            "--csv",
+        ])
+        .output()
+        .expect("redis-benchmark");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains("rror"),
+        "INCR: {text}"
+    );
+    let (mut s, mut r) = connect(port);
+    s.write_all(&command(&[b"GET", b"counter:__rand_int__"]))
+        .unwrap();
+    assert_eq!(read_reply(&mut r), "3000");
+    drop((s, r));
+
     // Every OK is durable: kill the node with SIGKILL, start it again, read everything.
     let (mut s, mut r) = connect(port);
     let mut pipeline = Vec::new();

@@ -87,7 +87,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
             let tables: Rc<[String]> = config.redis_tables.clone().into();
             Some(glommio::spawn_local(crate::redis::accept_loop(
                 listener,
-                router.clone(),
+                crate::redis::exec::RouterStore::new(router.clone()),
                 tables,
                 index,
                 connections.clone(),

@@ -10,12 +10,10 @@ use proto::{BatchGet, BatchWrite, Condition, Consistency, Error, Key, Request, R
 
 use resp::encode::Version;
 
-use super::plan::{parse_i64, Op};
+use super::counters::Counters;
+use super::plan::Op;
 use super::reply;
-use crate::limits::{
-    REDIS_BATCH_ROUNDS_MAX, REDIS_INCR_ATTEMPTS_MAX, REDIS_REPLY_BYTES_MAX,
-    REDIS_THROTTLED_WAIT_MS_MAX,
-};
+use crate::limits::{REDIS_BATCH_ROUNDS_MAX, REDIS_REPLY_BYTES_MAX, REDIS_THROTTLED_WAIT_MS_MAX};
 
 /// Where the Redis port's requests go: a native request in, its answer out.
 pub trait Store: Clone + 'static {
@@ -24,16 +22,40 @@ pub trait Store: Clone + 'static {
 
     /// Waits `ms` milliseconds (before sending a throttled request again).
     fn pause(&self, ms: u64) -> impl Future<Output = ()>;
+
+    /// This core's increments in progress (see [`super::counters`]).
+    fn counters(&self) -> &Counters;
 }
 
-impl Store for Rc<crate::forward::Router> {
+/// The router's request path as the Redis port's [`Store`], with the core's counters.
+#[derive(Clone)]
+pub struct RouterStore {
+    router: Rc<crate::forward::Router>,
+    counters: Rc<Counters>,
+}
+
+impl RouterStore {
+    /// The store of one router core.
+    pub fn new(router: Rc<crate::forward::Router>) -> RouterStore {
+        RouterStore {
+            router,
+            counters: Rc::default(),
+        }
+    }
+}
+
+impl Store for RouterStore {
     fn call(&self, request: Request) -> impl Future<Output = Response> {
-        let router = self.clone();
+        let router = self.router.clone();
         async move { router.serve_request(request).await }
     }
 
     fn pause(&self, ms: u64) -> impl Future<Output = ()> {
         glommio::timer::sleep(std::time::Duration::from_millis(ms))
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
     }
 }
 
@@ -41,7 +63,7 @@ impl Store for Rc<crate::forward::Router> {
 /// (it did nothing), for up to [`REDIS_THROTTLED_WAIT_MS_MAX`] in all. Native clients retry
 /// a throttled request themselves; Redis clients never had to, since Redis queues instead,
 /// so the port does it for them and they see a slower answer rather than an error.
-async fn call<S: Store>(store: &S, request: Request) -> Response {
+pub(super) async fn call<S: Store>(store: &S, request: Request) -> Response {
     let mut waited_ms = 0u64;
     loop {
         match store.call(request.clone()).await {
@@ -132,7 +154,9 @@ pub async fn execute<S: Store>(store: S, op: Op, version: Version) -> Vec<u8> {
             Ok(()) => reply::simple("OK"),
             Err(e) => reply::percore_error(&e),
         },
-        Op::IncrBy { table, key, delta } => incr_by(&store, table, key, delta).await,
+        Op::IncrBy { table, key, delta } => {
+            super::counters::incr(store.counters(), &store, table, key, delta).await
+        }
     }
 }
 
@@ -242,7 +266,11 @@ fn unexpected(response: Response) -> Vec<u8> {
     }
 }
 
-async fn get<S: Store>(store: &S, table: &str, key: Vec<u8>) -> Result<Option<proto::Item>, Error> {
+pub(super) async fn get<S: Store>(
+    store: &S,
+    table: &str,
+    key: Vec<u8>,
+) -> Result<Option<proto::Item>, Error> {
     let request = Request::Get(proto::Get {
         table: table.to_string(),
         key: Key::simple(key),
@@ -367,38 +395,6 @@ async fn set_many<S: Store>(
     Ok(())
 }
 
-/// INCR and friends: read the item, add, write it back on the condition that its version
-/// has not moved (or that it is still absent); on a lost race, again.
-async fn incr_by<S: Store>(store: &S, table: String, key: Vec<u8>, delta: i64) -> Vec<u8> {
-    for _ in 0..REDIS_INCR_ATTEMPTS_MAX {
-        let (current, condition) = match get(store, &table, key.clone()).await {
-            Ok(None) => (0, Condition::IfAbsent),
-            Ok(Some(item)) => match parse_i64(&item.value) {
-                Some(n) => (n, Condition::IfVersion(item.version)),
-                None => return reply::error("ERR value is not an integer or out of range"),
-            },
-            Err(e) => return reply::percore_error(&e),
-        };
-        let Some(next) = current.checked_add(delta) else {
-            return reply::error("ERR increment or decrement would overflow");
-        };
-        let request = Request::Put(proto::Put {
-            table: table.clone(),
-            key: Key::simple(key.clone()),
-            value: next.to_string().into_bytes(),
-            condition,
-        });
-        match call(store, request).await {
-            Response::Written { .. } => return reply::integer(next),
-            Response::Error(Error::ConditionFailed { .. }) => continue,
-            other => return unexpected(other),
-        }
-    }
-    reply::error(&format!(
-        "TRYAGAIN the counter changed under {REDIS_INCR_ATTEMPTS_MAX} attempts in a row"
-    ))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use std::cell::RefCell;
@@ -418,6 +414,11 @@ pub(crate) mod tests {
         throttled: Rc<std::cell::Cell<u32>>,
         /// Milliseconds paused so far.
         paused_ms: Rc<std::cell::Cell<u64>>,
+        counters: Rc<Counters>,
+        /// Whether each call yields once first, so that concurrent commands interleave.
+        yielding: Rc<std::cell::Cell<bool>>,
+        /// Puts served.
+        puts: Rc<std::cell::Cell<u32>>,
     }
 
     impl Model {
@@ -433,6 +434,12 @@ pub(crate) mod tests {
         fn call(&self, request: Request) -> impl Future<Output = Response> {
             let this = self.clone();
             async move {
+                if this.yielding.get() {
+                    futures_lite::future::yield_now().await;
+                }
+                if matches!(request, Request::Put(_)) {
+                    this.puts.set(this.puts.get() + 1);
+                }
                 if this.throttled.get() > 0 {
                     this.throttled.set(this.throttled.get() - 1);
                     return Response::Error(Error::Throttled { retry_after_ms: 7 });
@@ -513,6 +520,10 @@ pub(crate) mod tests {
         fn pause(&self, ms: u64) -> impl Future<Output = ()> {
             self.paused_ms.set(self.paused_ms.get() + ms);
             std::future::ready(())
+        }
+
+        fn counters(&self) -> &Counters {
+            &self.counters
         }
     }
 
@@ -596,6 +607,46 @@ pub(crate) mod tests {
         m.throttled.set(u32::MAX);
         assert!(run(&m, &["GET", "a"]).starts_with("-TRYAGAIN "));
         assert!(m.paused_ms.get() >= 21 + REDIS_THROTTLED_WAIT_MS_MAX);
+    }
+
+    #[test]
+    fn concurrent_increments_of_one_key_batch_and_count_exactly() {
+        let m = Model::default();
+        m.yielding.set(true);
+        let op = |delta| Op::IncrBy {
+            table: "usertable".into(),
+            key: b"hot".to_vec(),
+            delta,
+        };
+        let mut futures: Vec<_> = (0..20)
+            .map(|_| Box::pin(execute(m.clone(), op(1), Version::Two)))
+            .collect();
+        let mut replies: Vec<Option<Vec<u8>>> = vec![None; futures.len()];
+        futures_lite::future::block_on(std::future::poll_fn(|cx| {
+            for (f, r) in futures.iter_mut().zip(replies.iter_mut()) {
+                if r.is_none() {
+                    if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                        *r = Some(v);
+                    }
+                }
+            }
+            if replies.iter().all(Option::is_some) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }));
+        let mut values: Vec<String> = replies
+            .into_iter()
+            .map(|r| String::from_utf8(r.unwrap()).unwrap())
+            .collect();
+        values.sort_by_key(|v| v[1..v.len() - 2].parse::<i64>().unwrap());
+        let want: Vec<String> = (1..=20).map(|i| format!(":{i}\r\n")).collect();
+        assert_eq!(values, want, "each increment sees its own value, once");
+        assert!(m.puts.get() < 20, "{} puts for 20 increments", m.puts.get());
+        m.yielding.set(false);
+        assert_eq!(run(&m, &["GET", "hot"]), "$2\r\n20\r\n");
+        assert_eq!(m.counters.keys_in_progress(), 0, "no key left locked");
     }
 
     #[test]

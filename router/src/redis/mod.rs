@@ -25,6 +25,7 @@
 //! answered with an error and the connection goes on; only a stream that is not RESP at all
 //! ([`resp::Fatal`]) is answered once and closed, as Redis does.
 
+pub mod counters;
 pub mod exec;
 pub mod info;
 pub mod plan;
