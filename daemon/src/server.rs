@@ -204,6 +204,22 @@ impl Connections {
         .await
     }
 
+    /// Resolves when no connection is open, or after `timeout`: `true` if they all closed.
+    /// What a draining daemon waits for before it stops anyway.
+    pub async fn all_closed_within(&self, timeout: std::time::Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                self.all_closed().await;
+                true
+            },
+            async {
+                glommio::timer::sleep(timeout).await;
+                false
+            },
+        )
+        .await
+    }
+
     fn closed(&self) {
         self.open.set(self.open.get() - 1);
         if self.open.get() == 0 {

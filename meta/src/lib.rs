@@ -44,13 +44,12 @@
 //! [`config`] (TOML, env `PERCORE_META_*`, flags), [`state`] (the sans-I/O map),
 //! [`records`] (what the WAL and the tree hold), [`store`] (WAL + tree on glommio DMA
 //! files), [`service`] (answers, node calls), `daemon::server` (listener and connections),
-//! [`signals`], `daemon::logging`, [`limits`].
+//! `daemon::signals`, `daemon::logging`, [`limits`].
 
 pub mod config;
 pub mod limits;
 pub mod records;
 pub mod service;
-pub mod signals;
 pub mod state;
 pub mod store;
 
@@ -114,8 +113,8 @@ pub fn run(args: Vec<OsString>) -> i32 {
             return 2;
         }
     };
-    let stop = match signals::register() {
-        Ok(s) => s,
+    let stop = match daemon::signals::register(1) {
+        Ok(mut s) => s.pop().expect("one pipe was asked for"),
         Err(e) => {
             eprintln!("percore-meta: cannot install the signal handlers: {e}");
             return 1;
@@ -143,7 +142,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
 /// What ends the service.
 enum StopSource {
     /// The signal pipe.
-    Pipe(signals::StopPipe),
+    Pipe(daemon::signals::StopPipe),
     /// A socket whose peer writes a byte or closes ([`Running::stop`]).
     Socket(RawFd),
 }
@@ -389,17 +388,9 @@ async fn serve(
     drain.start();
     acceptor.await;
     background.await;
-    let drained = futures_lite::future::or(
-        async {
-            connections.all_closed().await;
-            true
-        },
-        async {
-            glommio::timer::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS)).await;
-            false
-        },
-    )
-    .await;
+    let drained = connections
+        .all_closed_within(Duration::from_millis(DRAIN_TIMEOUT_MS))
+        .await;
     if !drained {
         tracing::warn!(
             open = connections.open(),

@@ -10,8 +10,8 @@ use crate::config::Config;
 use crate::forward::Router;
 use crate::limits::{DRAIN_TIMEOUT_MS, REACTOR_KEEPALIVE_US, STATS_LOG_INTERVAL_MS};
 use crate::meta::MetaLink;
-use crate::signals::StopPipe;
 use daemon::server::{self, Connections, Drain};
+use daemon::signals::StopPipe;
 
 /// What a core tells the main thread.
 #[derive(Debug)]
@@ -129,17 +129,9 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     if let Some(redis) = redis_accepting {
         redis.await;
     }
-    let drained = futures_lite::future::or(
-        async {
-            connections.all_closed().await;
-            true
-        },
-        async {
-            glommio::timer::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS)).await;
-            false
-        },
-    )
-    .await;
+    let drained = connections
+        .all_closed_within(Duration::from_millis(DRAIN_TIMEOUT_MS))
+        .await;
     if !drained {
         tracing::warn!(
             core = index,

@@ -3,7 +3,7 @@
 //!
 //! # What it owns
 //!
-//! - The process ([`process`], [`config`], [`logging`], [`signals`]): one pinned glommio
+//! - The process ([`process`], [`config`], [`logging`], `daemon::signals`): one pinned glommio
 //!   executor per configured CPU, each listening on the shared port (SO_REUSEPORT), the
 //!   ready line `percore-router ready port=P`, a drain on SIGTERM.
 //! - Per core, everything a request needs, unshared: its routing cache ([`cache`]), its
@@ -54,4 +54,3 @@ pub mod nodes;
 pub mod process;
 pub mod redis;
 pub mod refresh;
-pub mod signals;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError};
 use crate::core::{self, CoreEvent, CoreStart};
 use crate::limits::{EXECUTOR_START_ATTEMPTS_MAX, EXECUTOR_START_RETRY_MS};
-use crate::{logging, signals};
+use crate::logging;
+use daemon::signals;
 
 /// Exit code: stopped by a signal, cleanly.
 pub const EXIT_OK: i32 = 0;

@@ -44,4 +44,3 @@ pub mod moving;
 pub mod node;
 pub mod oneshot;
 pub mod shard;
-pub mod signals;

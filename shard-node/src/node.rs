@@ -17,7 +17,7 @@ use crate::config::{Config, SystemFacts};
 use crate::limits::{EXECUTOR_START_ATTEMPTS_MAX, EXECUTOR_START_RETRY_MS};
 use crate::mesh::{self, MeshPorts};
 use crate::shard;
-use crate::signals::{self, StopPipe};
+use daemon::signals::{self, StopPipe};
 
 /// Exit code: a stop signal was handled and everything was synced.
 pub const EXIT_OK: i32 = 0;
@@ -252,8 +252,7 @@ fn run_checked(config: Config) -> i32 {
                     recovered.fail();
                     drained.fail();
                     // The other cores may be serving: stop them the way SIGTERM would.
-                    // SAFETY: raise has no preconditions; our handler writes to the pipes.
-                    unsafe { libc::raise(libc::SIGTERM) };
+                    signals::raise_stop();
                 }
             }
         }

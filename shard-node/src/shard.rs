@@ -560,17 +560,10 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         // It stops at its next heartbeat or retry; no need to wait for that.
         drop(agent.cancel());
     }
-    let drained_in_time = futures_lite::future::or(
-        async {
-            shard.connections.all_closed().await;
-            true
-        },
-        async {
-            glommio::timer::sleep(Duration::from_millis(DRAIN_TIMEOUT_MS)).await;
-            false
-        },
-    )
-    .await;
+    let drained_in_time = shard
+        .connections
+        .all_closed_within(Duration::from_millis(DRAIN_TIMEOUT_MS))
+        .await;
     if !drained_in_time {
         tracing::warn!(
             core = index,
