@@ -381,64 +381,21 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Parses a size: bytes, or a number with `KiB`, `MiB`, `GiB`.
+/// Parses a size (`daemon::config::parse_size`), naming `field` if it fails.
 pub fn parse_size(field: &'static str, text: &str) -> Result<u64, ConfigError> {
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let number: u64 = t[..digits_end].parse().map_err(|_| {
-        bad(
-            field,
-            text,
-            "expected a number of bytes, optionally with KiB, MiB or GiB",
-        )
-    })?;
-    let shift = match t[digits_end..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        _ => {
-            return Err(bad(
-                field,
-                text,
-                "unknown unit: use KiB, MiB or GiB (binary)",
-            ))
-        }
-    };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| bad(field, text, "the size overflows 64 bits"))
+    daemon::config::parse_size(text).map_err(|reason| bad(field, text, &reason))
 }
 
-/// Parses a CPU list: `all`, or comma-separated CPUs and ranges.
+/// Parses a CPU list (`daemon::config::parse_cores`).
 pub fn parse_cores(text: &str, available: &[usize]) -> Result<Vec<usize>, ConfigError> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("all") {
-        return Ok(available.to_vec());
-    }
-    let mut out = Vec::new();
-    for part in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let num = |s: &str| {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| bad("cores", text, &format!("{s:?} is not a CPU number")))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b || b - a >= CORES_MAX {
-                    return Err(bad(
-                        "cores",
-                        text,
-                        &format!("the range {part} is not usable"),
-                    ));
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(num(part)?),
-        }
-    }
-    Ok(out)
+    daemon::config::parse_cores(text, available, CORES_MAX).map_err(|e| match e {
+        daemon::config::CoresError::Bad(reason) => bad("cores", text, &reason),
+        daemon::config::CoresError::TooMany { count } => bad(
+            "cores",
+            text,
+            &format!("{count} CPUs: give 1 to {CORES_MAX}"),
+        ),
+    })
 }
 
 #[cfg(test)]

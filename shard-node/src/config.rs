@@ -522,36 +522,13 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Parses a size: bytes, or a number with `KiB`, `MiB`, `GiB` or `TiB` (case-insensitive,
-/// `K`, `M`, `G`, `T` too; always binary).
+/// Parses a size (`daemon::config::parse_size`), naming `field` if it fails.
 pub fn parse_size(field: &'static str, text: &str) -> Result<u64, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadValue {
+    daemon::config::parse_size(text).map_err(|reason| ConfigError::BadValue {
         field,
         value: text.to_string(),
-        reason: reason.to_string(),
-    };
-    let t = text.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    if digits_end == 0 {
-        return Err(bad(
-            "expected a number of bytes, optionally with KiB, MiB, GiB or TiB",
-        ));
-    }
-    let number: u64 = t[..digits_end]
-        .parse()
-        .map_err(|_| bad("the number is too large"))?;
-    let unit = t[digits_end..].trim().to_ascii_lowercase();
-    let shift = match unit.as_str() {
-        "" | "b" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        "t" | "tib" => 40,
-        _ => return Err(bad("unknown unit: use KiB, MiB, GiB or TiB (binary)")),
-    };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| bad("the size overflows 64 bits"))
+        reason,
+    })
 }
 
 fn size_value(field: &'static str, value: &SizeValue) -> Result<u64, ConfigError> {
@@ -561,39 +538,16 @@ fn size_value(field: &'static str, value: &SizeValue) -> Result<u64, ConfigError
     }
 }
 
-/// Parses a CPU list: `all` (every available CPU), or comma-separated CPUs and ranges.
+/// Parses a CPU list (`daemon::config::parse_cores`).
 pub fn parse_cores(text: &str, available: &[usize]) -> Result<Vec<usize>, ConfigError> {
-    let bad = |reason: String| ConfigError::BadValue {
-        field: "cores",
-        value: text.to_string(),
-        reason,
-    };
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("all") {
-        return Ok(available.to_vec());
-    }
-    let mut out = Vec::new();
-    for part in t.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let num = |s: &str| {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| bad(format!("{s:?} is not a CPU number")))
-        };
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(bad(format!("the range {part} runs backwards")));
-                }
-                if b - a >= CORES_MAX {
-                    return Err(ConfigError::TooManyCores { count: b - a + 1 });
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(num(part)?),
-        }
-    }
-    Ok(out)
+    daemon::config::parse_cores(text, available, CORES_MAX).map_err(|e| match e {
+        daemon::config::CoresError::Bad(reason) => ConfigError::BadValue {
+            field: "cores",
+            value: text.to_string(),
+            reason,
+        },
+        daemon::config::CoresError::TooMany { count } => ConfigError::TooManyCores { count },
+    })
 }
 
 fn parse_ports(text: &str) -> Result<Vec<u16>, ConfigError> {
