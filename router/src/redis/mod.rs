@@ -121,6 +121,10 @@ pub enum End {
 /// writes a key an earlier one touches, or reads a key an earlier one writes (so a
 /// pipeline's order is kept where it shows). QUIT runs alone, after what precedes it.
 fn independent_prefix(queue: &VecDeque<(Op, resp::encode::Version)>) -> usize {
+    if queue.len() <= 1 {
+        // Without pipelining there is one command: no key sets to build for it.
+        return queue.len();
+    }
     let mut read: HashSet<(&str, &[u8])> = HashSet::new();
     let mut written: HashSet<(&str, &[u8])> = HashSet::new();
     for (i, (op, _)) in queue.iter().enumerate() {
