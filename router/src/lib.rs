@@ -3,7 +3,7 @@
 //!
 //! # What it owns
 //!
-//! - The process ([`process`], [`config`], [`logging`], `daemon::signals`): one pinned glommio
+//! - The process ([`process`], [`config`], `daemon::logging`, `daemon::signals`): one pinned glommio
 //!   executor per configured CPU, each listening on the shared port (SO_REUSEPORT), the
 //!   ready line `percore-router ready port=P`, a drain on SIGTERM.
 //! - Per core, everything a request needs, unshared: its routing cache ([`cache`]), its
@@ -48,7 +48,6 @@ pub mod config;
 pub mod core;
 pub mod forward;
 pub mod limits;
-pub mod logging;
 pub mod meta;
 pub mod nodes;
 pub mod process;

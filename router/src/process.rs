@@ -11,7 +11,6 @@ use std::time::Duration;
 use crate::config::{Config, ConfigError};
 use crate::core::{self, CoreEvent, CoreStart};
 use crate::limits::{EXECUTOR_START_ATTEMPTS_MAX, EXECUTOR_START_RETRY_MS};
-use crate::logging;
 use daemon::signals;
 
 /// Exit code: stopped by a signal, cleanly.
@@ -47,7 +46,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> i32 {
         print!("{}", config.to_toml());
         return EXIT_OK;
     }
-    let _log_guard = match logging::init(&config) {
+    let _log_guard = match daemon::logging::init(&config.log_level, config.log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("percore-router: {e}");
