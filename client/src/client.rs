@@ -10,7 +10,7 @@ use futures_lite::future;
 use glommio::sync::Semaphore;
 use proto::limits::FRAME_PAYLOAD_BYTES_MAX;
 use proto::{
-    Condition, Consistency, CreateTable, Item, Key, Query, Request, Response, Scan,
+    Condition, Consistency, CreateTable, Frame, Item, Key, Query, Request, Response, Scan,
     TableDescription, WriteOp, WriteOutcome,
 };
 
@@ -18,7 +18,7 @@ use crate::conn::Conn;
 use crate::limits::CONNECTIONS_MAX;
 use crate::ops::{self, BatchItems, Deleted, QueryPage, ScanPage, TablesPage};
 use crate::retry::{Backoff, Decision, Failure, RetryPolicy};
-use crate::{Error, Result};
+use crate::{Error, ProtocolError, Result};
 
 /// How a [`Client`] connects and retries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,19 +162,37 @@ impl Client {
     /// [`Request::is_idempotent`] requests) when the outcome is unknown.
     pub async fn call(&self, request: Request) -> Result<Response> {
         let frame = proto::encode_request(0, &request, 0);
-        let payload_bytes = frame.len() - proto::HEADER_BYTES;
-        if payload_bytes > FRAME_PAYLOAD_BYTES_MAX {
+        let (header, payload) = frame.split_at(proto::HEADER_BYTES);
+        let header: &[u8; proto::HEADER_BYTES] = header.try_into().expect("a whole header");
+        let answer = self
+            .call_frame(header, payload, request.is_idempotent())
+            .await?;
+        proto::decode_response(&answer).map_err(|e| Error::Protocol(ProtocolError::BadResponse(e)))
+    }
+
+    /// Sends a request frame whose payload is already encoded (a router relaying a
+    /// client's frame) and returns the answer's frame, its payload checked (version, kind,
+    /// checksum, `rkyv::access`) but not decoded. `header` is the frame's encoded header
+    /// ([`proto::FrameHeader::encode`]); its request id is replaced by the connection's own. Errors, attempts and retries are those of [`Client::call`]:
+    /// an error answer comes back as `Err(Error::Server)`; `idempotent` must say what
+    /// [`Request::is_idempotent`] says of the payload.
+    pub async fn call_frame(
+        &self,
+        header: &[u8; proto::HEADER_BYTES],
+        payload: &[u8],
+        idempotent: bool,
+    ) -> Result<Frame> {
+        if payload.len() > FRAME_PAYLOAD_BYTES_MAX {
             return Err(Error::FrameTooLarge {
-                payload_bytes,
+                payload_bytes: payload.len(),
                 max: FRAME_PAYLOAD_BYTES_MAX,
             });
         }
-        let idempotent = request.is_idempotent();
         let mut attempt = 1;
         loop {
             let sent = Cell::new(false);
             let timeout = self.inner.config.request_timeout;
-            let result = future::or(self.attempt(&frame, &sent), async {
+            let result = future::or(self.attempt(header, payload, &sent), async {
                 glommio::timer::sleep(timeout).await;
                 Err(Error::Timeout)
             })
@@ -203,9 +221,21 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, frame: &[u8], sent: &Cell<bool>) -> Result<Response> {
+    /// One attempt: the answer's frame, checked, or the server's error answer as
+    /// `Err(Error::Server)` (which the retry policy reads).
+    async fn attempt(
+        &self,
+        header: &[u8; proto::HEADER_BYTES],
+        payload: &[u8],
+        sent: &Cell<bool>,
+    ) -> Result<Frame> {
         let conn = self.pick().await?;
-        conn.call(frame, sent).await
+        let frame = conn.call(header, payload, sent).await?;
+        let bad = |e| Error::Protocol(ProtocolError::BadResponse(e));
+        if let proto::ArchivedResponse::Error(e) = proto::access_response(&frame).map_err(bad)? {
+            return Err(Error::Server(proto::deserialize_error(e).map_err(bad)?));
+        }
+        Ok(frame)
     }
 
     /// A live connection: the next slot in turn. A dead slot is connected again in the
@@ -231,7 +261,8 @@ impl Client {
             }
             return Ok(c);
         }
-        slot_conn(&self.inner, start).await
+        // Boxed: connecting is a large future that every call would otherwise carry.
+        Box::pin(slot_conn(&self.inner, start)).await
     }
 
     fn next_jitter(&self) -> u64 {

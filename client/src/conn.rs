@@ -24,16 +24,17 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
-use proto::{FrameKind, FrameReader, Response};
+use proto::{Frame, FrameKind, FrameReader, HEADER_BYTES};
 
 use crate::limits::{REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, SOCKET_READ_BYTES};
 use crate::pipeline::{Abandoned, Pipeline};
 use crate::{Error, ProtocolError, Result};
 
-/// Where one request's answer lands.
+/// Where one request's answer lands: the response frame, checked by the caller (so that a
+/// relay can pass its bytes on without decoding them).
 #[derive(Default)]
 struct Slot {
-    answer: Option<Result<Response>>,
+    answer: Option<Result<Frame>>,
     waker: Option<Waker>,
 }
 
@@ -109,10 +110,16 @@ impl Conn {
         self.shared.state.borrow().pipeline.in_flight()
     }
 
-    /// Sends one request frame (encoded with request id 0; the id is patched in) and waits
-    /// for its answer. Waits for room first. `sent` is set once the frame is queued: from
-    /// then on, a failure leaves the request's outcome unknown.
-    pub(crate) async fn call(&self, frame: &[u8], sent: &Cell<bool>) -> Result<Response> {
+    /// Sends one request frame (its header, with a request id that is patched in, and its
+    /// payload) and waits for the answer's frame, whose payload the caller checks. Waits
+    /// for room first. `sent` is set once the frame is queued: from then on, a failure
+    /// leaves the request's outcome unknown.
+    pub(crate) async fn call(
+        &self,
+        header: &[u8; HEADER_BYTES],
+        payload: &[u8],
+        sent: &Cell<bool>,
+    ) -> Result<Frame> {
         let permit = match self.shared.room.acquire_static_permit(1).await {
             Ok(p) => p,
             Err(_) => return Err(self.closed_error()),
@@ -128,8 +135,9 @@ impl Conn {
                 _room: permit,
             });
             let at = st.outbox.len();
-            st.outbox.extend_from_slice(frame);
+            st.outbox.extend_from_slice(header);
             st.outbox[at + 8..at + 16].copy_from_slice(&id.to_le_bytes());
+            st.outbox.extend_from_slice(payload);
             if let Some(w) = st.writer.take() {
                 w.wake();
             }
@@ -170,9 +178,9 @@ struct Answer<'a> {
 }
 
 impl Future for Answer<'_> {
-    type Output = Result<Response>;
+    type Output = Result<Frame>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Response>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Frame>> {
         let mut slot = self.slot.borrow_mut();
         match slot.answer.take() {
             Some(answer) => {
@@ -268,11 +276,9 @@ async fn read_loop(shared: Rc<Shared>) {
             if frame.header.kind != FrameKind::Response {
                 break 'conn Error::Protocol(ProtocolError::NotAResponse { request_id: id });
             }
-            // A bad payload whose framing held is this request's problem alone.
-            let answer = match proto::decode_response(&frame) {
-                Ok(r) => crate::ops::into_result(r),
-                Err(e) => Err(Error::Protocol(ProtocolError::BadResponse(e))),
-            };
+            // The payload is checked by the caller: a bad one whose framing held is that
+            // request's problem alone.
+            let answer = Ok(frame);
             let finished = shared.state.borrow_mut().pipeline.finish(id);
             match finished {
                 Ok(f) if f.abandoned => {}

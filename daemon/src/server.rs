@@ -61,6 +61,18 @@ pub trait Service: 'static {
         None
     }
 
+    /// Takes a request frame to answer without decoding it (a router relaying a frame to
+    /// the node that owns its item, and the node's answer back), or hands the frame back
+    /// to be decoded and served by [`Service::serve_now`] or [`Service::serve`]. A frame
+    /// that is not valid must be handed back, so that it gets the usual typed error. By
+    /// default: every frame is handed back.
+    fn relay(
+        self: Rc<Self>,
+        frame: proto::Frame,
+    ) -> Result<impl Future<Output = Relayed>, proto::Frame> {
+        Err::<std::future::Ready<Relayed>, _>(frame)
+    }
+
     /// Answers one cluster message. By default: a typed refusal (a daemon that takes none).
     fn serve_cluster(
         self: &Rc<Self>,
@@ -71,6 +83,14 @@ pub trait Service: 'static {
             "this daemon takes no cluster messages",
         )))
     }
+}
+
+/// The answer to a relayed request frame ([`Service::relay`]).
+pub enum Relayed {
+    /// Another server's response frame, passed on as it is under the request's id.
+    Frame(proto::Frame),
+    /// An answer of this daemon's own.
+    Response(proto::Response),
 }
 
 /// Starts draining: stop accepting, stop reading new requests, answer those in flight.
@@ -337,6 +357,30 @@ struct Outbox {
 impl Outbox {
     fn push(&self, frame: &[u8]) {
         self.bytes.borrow_mut().extend_from_slice(frame);
+        self.wake();
+    }
+
+    /// Queues a relayed answer: its header under the request's own id, its payload as is.
+    fn push_relayed(&self, request_id: u64, answer: &Relayed) {
+        match answer {
+            Relayed::Frame(frame) => {
+                let header = proto::FrameHeader {
+                    request_id,
+                    ..frame.header
+                };
+                let mut bytes = self.bytes.borrow_mut();
+                bytes.extend_from_slice(&header.encode());
+                bytes.extend_from_slice(&frame.payload);
+            }
+            Relayed::Response(r) => self
+                .bytes
+                .borrow_mut()
+                .extend_from_slice(&proto::encode_response(request_id, r)),
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Some(w) = self.waker.borrow_mut().take() {
             w.wake();
         }
@@ -392,6 +436,20 @@ pub async fn serve_connection<S: Service>(
                         }
                         continue;
                     }
+                    let frame = match service.clone().relay(frame) {
+                        Ok(relaying) => {
+                            outbox.in_flight.set(outbox.in_flight.get() + 1);
+                            let outbox = outbox.clone();
+                            glommio::spawn_local(async move {
+                                let answer = relaying.await;
+                                outbox.push_relayed(id, &answer);
+                                outbox.in_flight.set(outbox.in_flight.get() - 1);
+                            })
+                            .detach();
+                            continue;
+                        }
+                        Err(frame) => frame,
+                    };
                     match proto::decode_request(&frame) {
                         Err(e) => {
                             outbox.push(&proto::encode_response(id, &proto::Response::Error(e)))

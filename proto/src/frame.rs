@@ -25,7 +25,9 @@ use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 
 use crate::cluster::{ClusterReply, ClusterRequest};
+use crate::error::ArchivedError;
 use crate::limits::FRAME_PAYLOAD_BYTES_MAX;
+use crate::types::{ArchivedRequest, ArchivedResponse};
 use crate::{Error, Request, Response};
 
 /// The first four bytes of every frame: "PCR1".
@@ -311,23 +313,45 @@ fn check(frame: &Frame, kind: FrameKind) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a request frame (version, kind, checksum), validates its payload with
-/// `rkyv::access` and returns it owned. Errors are the ones to answer the client with.
-pub fn decode_request(frame: &Frame) -> Result<Request, Error> {
+/// Checks a request frame (version, kind, checksum) and validates its payload with
+/// `rkyv::access`, returning the archived request in place: what a relay reads (the
+/// table, the partition key) without copying the request out. Errors are the ones to
+/// answer the client with.
+pub fn access_request(frame: &Frame) -> Result<&ArchivedRequest, Error> {
     check(frame, FrameKind::Request)?;
-    let archived = rkyv::access::<crate::types::ArchivedRequest, BoxedError>(&frame.payload)
-        .map_err(|e| Error::bad_frame(format!("not a valid request: {e}")))?;
-    rkyv::deserialize::<Request, BoxedError>(archived)
+    rkyv::access::<ArchivedRequest, BoxedError>(&frame.payload)
         .map_err(|e| Error::bad_frame(format!("not a valid request: {e}")))
+}
+
+/// Checks a request frame like [`access_request`] and returns the request owned.
+pub fn decode_request(frame: &Frame) -> Result<Request, Error> {
+    rkyv::deserialize::<Request, BoxedError>(access_request(frame)?)
+        .map_err(|e| Error::bad_frame(format!("not a valid request: {e}")))
+}
+
+/// Checks a response frame and returns the archived response in place (the client's and
+/// the relay's side of [`access_request`]).
+pub fn access_response(frame: &Frame) -> Result<&ArchivedResponse, Error> {
+    check(frame, FrameKind::Response)?;
+    rkyv::access::<ArchivedResponse, BoxedError>(&frame.payload)
+        .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
+}
+
+/// Returns an archived response owned.
+pub fn deserialize_response(archived: &ArchivedResponse) -> Result<Response, Error> {
+    rkyv::deserialize::<Response, BoxedError>(archived)
+        .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
+}
+
+/// Returns an archived error owned (what a relay reads of an error answer).
+pub fn deserialize_error(archived: &ArchivedError) -> Result<Error, Error> {
+    rkyv::deserialize::<Error, BoxedError>(archived)
+        .map_err(|e| Error::bad_frame(format!("not a valid error answer: {e}")))
 }
 
 /// Checks a response frame and returns it owned (the client's side of [`decode_request`]).
 pub fn decode_response(frame: &Frame) -> Result<Response, Error> {
-    check(frame, FrameKind::Response)?;
-    let archived = rkyv::access::<crate::types::ArchivedResponse, BoxedError>(&frame.payload)
-        .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))?;
-    rkyv::deserialize::<Response, BoxedError>(archived)
-        .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
+    deserialize_response(access_response(frame)?)
 }
 
 /// Encodes a cluster message frame.

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use crate::limits::*;
-use crate::{Error, Field, Key, Request, WriteOp};
+use crate::{ArchivedCondition, ArchivedRequest, Error, Field, Key, Request, WriteOp};
 
 fn too_large(field: Field, bytes: usize, max: usize) -> Error {
     Error::TooLarge {
@@ -45,34 +45,85 @@ pub fn check_table_name(name: &str) -> Result<(), Error> {
 
 /// Checks a key's sizes: a partition key of 1 to 2 KiB, a sort key of at most 1 KiB.
 pub fn check_key(key: &Key) -> Result<(), Error> {
-    if key.partition.is_empty() {
+    check_key_bytes(&key.partition, &key.sort)
+}
+
+fn check_key_bytes(partition: &[u8], sort: &[u8]) -> Result<(), Error> {
+    if partition.is_empty() {
         return Err(Error::invalid("the partition key is empty"));
     }
-    if key.partition.len() > PARTITION_KEY_BYTES_MAX {
+    if partition.len() > PARTITION_KEY_BYTES_MAX {
         return Err(too_large(
             Field::PartitionKey,
-            key.partition.len(),
+            partition.len(),
             PARTITION_KEY_BYTES_MAX,
         ));
     }
-    if key.sort.len() > SORT_KEY_BYTES_MAX {
-        return Err(too_large(
-            Field::SortKey,
-            key.sort.len(),
-            SORT_KEY_BYTES_MAX,
-        ));
+    if sort.len() > SORT_KEY_BYTES_MAX {
+        return Err(too_large(Field::SortKey, sort.len(), SORT_KEY_BYTES_MAX));
     }
     Ok(())
 }
 
 /// Checks an item: its key, and key + value within [`ITEM_BYTES_MAX`].
 pub fn check_item(key: &Key, value: &[u8]) -> Result<(), Error> {
-    check_key(key)?;
-    let bytes = key.bytes() + value.len();
+    check_item_bytes(&key.partition, &key.sort, value.len())
+}
+
+fn check_item_bytes(partition: &[u8], sort: &[u8], value_bytes: usize) -> Result<(), Error> {
+    check_key_bytes(partition, sort)?;
+    let bytes = partition.len() + sort.len() + value_bytes;
     if bytes > ITEM_BYTES_MAX {
         return Err(too_large(Field::Item, bytes, ITEM_BYTES_MAX));
     }
     Ok(())
+}
+
+/// Where a single-item request goes, read from its archived form: what a router needs to
+/// relay the request's frame without decoding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemTarget<'a> {
+    /// The table.
+    pub table: &'a str,
+    /// The item's partition key (its hash picks the partition).
+    pub partition_key: &'a [u8],
+    /// What [`Request::is_idempotent`] says of the request.
+    pub idempotent: bool,
+}
+
+/// For an archived put, get or delete: its [`ItemTarget`], after the checks [`validate`]
+/// makes of the owned request (the same errors, in the same order). `None` for every
+/// other request, which is decoded and validated whole.
+pub fn item_target(request: &ArchivedRequest) -> Option<Result<ItemTarget<'_>, Error>> {
+    let (table, key, value_bytes, idempotent) = match request {
+        ArchivedRequest::Put(p) => {
+            let idempotent = matches!(
+                p.condition,
+                ArchivedCondition::IfAbsent | ArchivedCondition::IfVersion(_)
+            );
+            (&p.table, &p.key, Some(p.value.len()), idempotent)
+        }
+        ArchivedRequest::Get(g) => (&g.table, &g.key, None, true),
+        ArchivedRequest::Delete(d) => {
+            let idempotent = matches!(d.condition, ArchivedCondition::IfVersion(_));
+            (&d.table, &d.key, None, idempotent)
+        }
+        _ => return None,
+    };
+    let (table, partition, sort) = (
+        table.as_str(),
+        key.partition.as_slice(),
+        key.sort.as_slice(),
+    );
+    let checked = check_table_name(table).and_then(|()| match value_bytes {
+        Some(v) => check_item_bytes(partition, sort, v),
+        None => check_key_bytes(partition, sort),
+    });
+    Some(checked.map(|()| ItemTarget {
+        table,
+        partition_key: partition,
+        idempotent,
+    }))
 }
 
 fn check_sort_bound(b: &crate::SortBound) -> Result<(), Error> {

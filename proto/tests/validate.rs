@@ -166,3 +166,104 @@ fn idempotence_follows_the_condition() {
     p.condition = Condition::IfVersion(3);
     assert!(Request::Put(p).is_idempotent());
 }
+
+mod archived_items {
+    //! `item_target`, which a router reads from a frame in place, agrees with `validate`,
+    //! `Request::table` and `Request::is_idempotent` on the owned request.
+
+    use proptest::prelude::*;
+    use proto::limits::*;
+    use proto::*;
+
+    fn sizes(max: usize) -> impl Strategy<Value = usize> {
+        prop_oneof![0..4usize, max - 1..max + 2]
+    }
+
+    fn condition() -> impl Strategy<Value = Condition> {
+        prop_oneof![
+            Just(Condition::None),
+            Just(Condition::IfAbsent),
+            Just(Condition::IfPresent),
+            any::<u64>().prop_map(Condition::IfVersion),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        let table = prop_oneof![
+            Just("tbl".to_string()),
+            Just("ab".to_string()),
+            Just("a b c".to_string()),
+            Just("t".repeat(TABLE_NAME_BYTES_MAX + 1)),
+        ];
+        (
+            0u8..4,
+            table,
+            sizes(PARTITION_KEY_BYTES_MAX),
+            sizes(SORT_KEY_BYTES_MAX),
+            prop_oneof![0..4usize, ITEM_BYTES_MAX - 3100..ITEM_BYTES_MAX + 2],
+            condition(),
+        )
+            .prop_map(|(kind, table, pk, sk, value, condition)| {
+                let key = Key::new(vec![b'p'; pk], vec![b's'; sk]);
+                match kind {
+                    0 => Request::Put(Put {
+                        table,
+                        key,
+                        value: vec![0; value],
+                        condition,
+                    }),
+                    1 => Request::Get(Get {
+                        table,
+                        key,
+                        consistency: Consistency::Strong,
+                    }),
+                    2 => Request::Delete(Delete {
+                        table,
+                        key,
+                        condition,
+                    }),
+                    _ => Request::BatchGet(BatchGet {
+                        table,
+                        keys: vec![key],
+                        consistency: Consistency::Eventual,
+                    }),
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn item_target_agrees_with_the_owned_request(request in request()) {
+            let bytes = encode_request(3, &request, 0);
+            let mut reader = FrameReader::new();
+            reader.push(&bytes);
+            let frame = reader.next_frame().unwrap().unwrap();
+            let archived = access_request(&frame).unwrap();
+            match (&request, item_target(archived)) {
+                (Request::Put(_) | Request::Get(_) | Request::Delete(_), Some(target)) => {
+                    match (validate(&request), target) {
+                        (Ok(()), Ok(t)) => {
+                            prop_assert_eq!(t.table, request.table());
+                            let key = match &request {
+                                Request::Put(p) => &p.key,
+                                Request::Get(g) => &g.key,
+                                Request::Delete(d) => &d.key,
+                                _ => unreachable!(),
+                            };
+                            prop_assert_eq!(t.partition_key, &key.partition[..]);
+                            prop_assert_eq!(t.idempotent, request.is_idempotent());
+                        }
+                        (Err(owned), Err(archived)) => prop_assert_eq!(owned, archived),
+                        (owned, archived) => {
+                            prop_assert!(false, "validate {owned:?}, item_target {archived:?}")
+                        }
+                    }
+                }
+                (Request::BatchGet(_), None) => {}
+                (_, t) => prop_assert!(false, "item_target answered {} for this kind", t.is_some()),
+            }
+        }
+    }
+}

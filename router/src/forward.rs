@@ -20,12 +20,16 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use daemon::server::Relayed;
 use glommio::sync::Semaphore;
 use proto::cluster::Route;
-use proto::{Error, Key, Request, Response, ScanResume, WriteOutcome};
+use proto::{
+    Error, Frame, FrameHeader, Key, Request, Response, ScanResume, WriteOutcome, HEADER_BYTES,
+};
 
 use crate::cache::{CachedRoute, RouteCache};
 use crate::limits::{
@@ -150,9 +154,31 @@ impl Router {
         answer.inspect_err(|_| bump(&self.stats.errors))
     }
 
-    /// Sends a request to the partition holding `hash` in `table`, retrying on refusals.
+    /// Sends a request to the partition holding `hash` in `table`, retrying on refusals,
+    /// and decodes the answer.
     async fn forward(&self, table: &str, hash: u128, request: Request) -> Result<Response, Error> {
-        let idempotent = request.is_idempotent();
+        let frame = proto::encode_request(0, &request, 0);
+        let (header, payload) = frame.split_at(HEADER_BYTES);
+        let header: &[u8; HEADER_BYTES] = header.try_into().expect("a whole header");
+        let answer = self
+            .forward_frame(table, hash, header, payload, request.is_idempotent())
+            .await?;
+        // The client checked the frame (checksum, `rkyv::access`) already.
+        proto::decode_response(&answer)
+            .map_err(|e| Error::internal(format!("a node's answer did not decode: {e}")))
+    }
+
+    /// Sends a request frame (its encoded header and payload) to the partition holding
+    /// `hash` in `table`, retrying on refusals, and returns the answer's frame, checked
+    /// but not decoded. `idempotent` is what [`Request::is_idempotent`] says of it.
+    async fn forward_frame(
+        &self,
+        table: &str,
+        hash: u128,
+        header: &[u8; HEADER_BYTES],
+        payload: &[u8],
+        idempotent: bool,
+    ) -> Result<Frame, Error> {
         // The route refused last, whether the node said so itself, and what it said.
         let mut refused: Option<(CachedRoute, bool, Error)> = None;
         let mut attempt = 0u32;
@@ -184,7 +210,7 @@ impl Router {
                 )));
             };
             bump(&self.stats.forwarded);
-            let (error, typed) = match self.nodes.call(addr, request.clone()).await {
+            let (error, typed) = match self.nodes.call(addr, header, payload, idempotent).await {
                 Ok(r) => return Ok(r),
                 Err(NodeFailure::Answered(e)) => match e {
                     Error::WrongOwner { .. }
@@ -241,12 +267,25 @@ impl Router {
         hash: u128,
         refused: Option<&CachedRoute>,
     ) -> Result<CachedRoute, Error> {
-        match refused {
-            None => {
-                if let Some(r) = self.cache.borrow_mut().lookup(table, hash) {
-                    return Ok(r);
-                }
+        if refused.is_none() {
+            if let Some(r) = self.cache.borrow_mut().lookup(table, hash) {
+                return Ok(r);
             }
+        }
+        // Boxed: the way to meta is a large future, and inlined it would be copied with
+        // every request's task though a cache hit never takes it.
+        Box::pin(self.route_missed(table, hash, refused)).await
+    }
+
+    /// [`Router::route`] past a cache miss (the cache was looked up, unless `refused`).
+    async fn route_missed(
+        &self,
+        table: &str,
+        hash: u128,
+        refused: Option<&CachedRoute>,
+    ) -> Result<CachedRoute, Error> {
+        match refused {
+            None => {}
             Some(old) => {
                 let current = self.cache.borrow().peek(table, hash);
                 match current {
@@ -535,6 +574,39 @@ fn unexpected_answer(asked: &str, got: &Response) -> Error {
 impl daemon::server::Service for Router {
     async fn serve(self: &Rc<Self>, request: Request) -> Response {
         self.serve_request(request).await
+    }
+
+    /// Relays a valid put, get or delete as its frame's bytes: the request is read in
+    /// place (`rkyv::access`) for its table and partition key, sent on under a fresh
+    /// header, and the node's answer goes back to the client as it came, unless it is a
+    /// refusal the router retries. Re-encoding both took four rkyv passes and two copies of
+    /// the item per request. Everything else (and anything invalid, for its typed error)
+    /// is handed back and served decoded.
+    fn relay(self: Rc<Self>, frame: Frame) -> Result<impl Future<Output = Relayed>, Frame> {
+        let target = match proto::access_request(&frame).map(proto::item_target) {
+            Ok(Some(Ok(t))) => t,
+            _ => return Err(frame),
+        };
+        let table = target.table.to_owned();
+        let hash = proto::partition_key_hash(target.partition_key);
+        let idempotent = target.idempotent;
+        Ok(async move {
+            bump(&self.stats.requests);
+            // The router's own header: no flags a client may have set.
+            let header = FrameHeader {
+                request_id: 0,
+                flags: 0,
+                ..frame.header
+            }
+            .encode();
+            match self
+                .forward_frame(&table, hash, &header, &frame.payload, idempotent)
+                .await
+            {
+                Ok(answer) => Relayed::Frame(answer),
+                Err(e) => Relayed::Response(Response::Error(e)),
+            }
+        })
     }
 
     async fn serve_cluster(

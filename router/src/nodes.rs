@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use client::{Backoff, Client, ClientConfig};
 use glommio::sync::Semaphore;
-use proto::{Request, Response};
+use proto::{Frame, HEADER_BYTES};
 
 use crate::limits::{NODE_ADDRS_MAX, NODE_CONNECTIONS_PER_ADDR, NODE_REQUEST_TIMEOUT_MS};
 
@@ -69,10 +69,18 @@ impl NodePool {
         self.slots.borrow().is_empty()
     }
 
-    /// Forwards one request to the node core at `addr` and returns its answer.
-    pub async fn call(&self, addr: SocketAddr, request: Request) -> Result<Response, NodeFailure> {
+    /// Forwards one request frame (its payload encoded, a client's or the router's own) to
+    /// the node core at `addr` and returns the answer's frame, checked but not decoded; an
+    /// error answer comes back as [`NodeFailure::Answered`].
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        header: &[u8; HEADER_BYTES],
+        payload: &[u8],
+        idempotent: bool,
+    ) -> Result<Frame, NodeFailure> {
         let client = self.client(addr).await?;
-        match client.call(request).await {
+        match client.call_frame(header, payload, idempotent).await {
             Ok(r) => Ok(r),
             Err(client::Error::Server(e)) => Err(NodeFailure::Answered(e)),
             Err(client::Error::Io(e)) if connect_failed(e.kind()) => {
@@ -90,6 +98,11 @@ impl NodePool {
         if let Some(c) = slot.client.borrow().as_ref() {
             return Ok(c.clone());
         }
+        // Boxed: connecting is a large future that every forward would otherwise carry.
+        Box::pin(self.connect(addr, slot)).await
+    }
+
+    async fn connect(&self, addr: SocketAddr, slot: Rc<Slot>) -> Result<Client, NodeFailure> {
         let _one = self
             .connecting
             .acquire_permit(1)
