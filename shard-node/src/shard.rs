@@ -657,6 +657,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         wal_records = wal_stats.records_appended,
         wal_batches = wal_stats.batches_written,
         wal_bytes = wal_stats.bytes_written,
+        wal_rollover_waits = wal_stats.rollover_waits,
         readies,
         apply_batches,
         "core stopped"

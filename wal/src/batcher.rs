@@ -130,6 +130,9 @@ pub struct BatcherStats {
     pub held_by: Option<(u64, usize)>,
     /// How many times a stream was found holding back the configured number of segments.
     pub held_warnings: u64,
+    /// Rollovers that found no spare segment and waited for one to be zero-filled (the
+    /// log's writes wait meanwhile: each is a stall a p99 shows).
+    pub rollover_waits: u64,
 }
 
 /// The group-commit state machine (see the module doc).
@@ -146,6 +149,8 @@ pub struct Batcher {
     /// (a recovered tail may end in a torn batch and is never written again).
     writable_tail: bool,
     spares: Vec<FileId>,
+    /// Whether the next batch waits for a spare to roll over into (counted once per wait).
+    waiting_for_spare: bool,
     next_segment: u64,
     next_file: FileId,
     allocating: usize,
@@ -197,6 +202,7 @@ impl Batcher {
             segments,
             writable_tail: false,
             spares: recovered.spares.clone(),
+            waiting_for_spare: false,
             next_segment: recovered.next_segment,
             next_file,
             allocating: 0,
@@ -300,8 +306,13 @@ impl Batcher {
                 .back()
                 .is_some_and(|s| s.write_offset + on_disk <= s.segment_bytes);
         if !fits && self.spares.is_empty() {
+            if !self.waiting_for_spare {
+                self.waiting_for_spare = true;
+                self.stats.rollover_waits += 1;
+            }
             return None; // housekeeping allocates one
         }
+        self.waiting_for_spare = false;
         let mut batch = match self.queued.pop_front() {
             Some(b) => b,
             None => {
@@ -487,7 +498,11 @@ impl Batcher {
                 let head = self.segments.pop_front().expect("the retired head");
                 debug_assert_eq!(head.file, file);
                 self.spares.push(file);
-                if self.spares.len() > self.config.spare_segments {
+                let keep = self
+                    .config
+                    .spare_segments
+                    .max(self.config.recycled_segments_max);
+                if self.spares.len() > keep {
                     let file = self.spares.remove(0);
                     let id = self.io_id(Pending::Remove);
                     self.removals.push_back(Action::Remove { id, file });
@@ -661,12 +676,16 @@ mod tests {
     use super::*;
 
     fn run(script: &str) -> String {
+        run_with(Config::test_min(), script)
+    }
+
+    fn run_with(config: Config, script: &str) -> String {
         let recovered = Recovered {
             next_lsn: 1,
             next_segment: 1,
             ..Recovered::default()
         };
-        let mut b = Batcher::new(Config::test_min(), &recovered, 1, 7);
+        let mut b = Batcher::new(config, &recovered, 1, 7);
         let mut out = String::new();
         for line in script.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -734,6 +753,7 @@ mod tests {
                         s.segments_live, s.segments_spare, s.batches_in_flight, s.held_by
                     )
                 }
+                "waits" => format!("rollover waits {}", b.stats().rollover_waits),
                 other => panic!("unknown command {other}"),
             };
             b.check_invariants();
@@ -888,18 +908,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn segments_roll_over_and_the_head_is_recycled_once_every_stream_released_it() {
-        // 64 KiB segments: a header block and 15 one-block batches each.
+    /// Sixteen one-block batches over two streams (64 KiB segments: a header block and 15
+    /// batches each, so the log rolls over once), then the streams release them; returns
+    /// the trace's last `lines` lines.
+    fn roll_over_and_release(config: Config, lines: usize) -> Vec<String> {
         let mut script = String::from("flush\n");
         for i in 1..=16 {
             script.push_str(&format!("append {} {i} 1000\nflush\n", i % 2));
         }
         script.push_str(
-            "stats\nrelease 0 100\nflush\nstats\nrelease 1 15\nflush\nrelease 1 16\nflush\nstats\n",
+            "stats\nrelease 0 100\nflush\nstats\nrelease 1 15\nflush\nrelease 1 16\nflush\nstats\nwaits\n",
         );
-        let got = run(&script);
-        let tail: Vec<&str> = got.lines().rev().take(9).collect();
+        let got = run_with(config, &script);
+        let mut tail: Vec<String> = got
+            .lines()
+            .rev()
+            .take(lines)
+            .map(|l| {
+                let (a, b) = l.split_once("->").expect("a trace line");
+                format!("{} -> {}", a.trim(), b.trim())
+            })
+            .collect();
+        tail.reverse();
+        tail
+    }
+
+    #[test]
+    fn segments_roll_over_and_the_head_is_recycled_once_every_stream_released_it() {
         let want = [
             "stats -> live 2 spare 1 in flight 0 held by Some((0, 2))",
             "release 0 100 -> ok",
@@ -910,10 +945,46 @@ mod tests {
             "release 1 16 -> ok",
             "flush -> retire remove durable < 17", // one spare is kept, the other removed
             "stats -> live 1 spare 1 in flight 0 held by None",
+            // The spare allocated after the first rollover was ready before the second.
+            "waits -> rollover waits 0",
         ];
-        for (got_line, want_line) in tail.iter().rev().zip(want) {
-            let (a, b) = got_line.split_once("->").expect("a trace line");
-            assert_eq!(format!("{} -> {}", a.trim(), b.trim()), want_line, "{got}");
-        }
+        assert_eq!(roll_over_and_release(Config::test_min(), want.len()), want);
+    }
+
+    #[test]
+    fn retired_segments_are_kept_for_reuse_up_to_the_recycling_bound() {
+        let config = Config {
+            recycled_segments_max: 2,
+            ..Config::test_min()
+        };
+        let want = [
+            "release 1 16 -> ok",
+            "flush -> retire durable < 17", // kept: two spares now, none removed
+            "stats -> live 1 spare 2 in flight 0 held by None",
+            "waits -> rollover waits 0",
+        ];
+        assert_eq!(roll_over_and_release(config, want.len()), want);
+    }
+
+    #[test]
+    fn a_rollover_that_finds_no_spare_waits_and_is_counted_once() {
+        // A new log has no spare: its first batch waits for the first segment's
+        // allocation, however often it is polled meanwhile, and that is one wait.
+        check(
+            "append 1 1 100
+             waits
+             poll
+             waits
+             done 1
+             poll
+             waits",
+            "append 1 1 100 -> lsn 1
+             waits -> rollover waits 0
+             poll -> allocate#1 file 1
+             waits -> rollover waits 1
+             done 1 -> durable < 1
+             poll -> write#2 file 1 @0 8192B, allocate#3 file 2
+             waits -> rollover waits 1",
+        );
     }
 }

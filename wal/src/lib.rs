@@ -90,6 +90,9 @@ pub struct Config {
     pub record_payload_bytes_max: usize,
     /// Zero-filled spare segment files kept ready.
     pub spare_segments: usize,
+    /// Retired segment files kept for reuse, beyond which they are deleted (at least
+    /// `spare_segments` are kept whatever this says).
+    pub recycled_segments_max: usize,
     /// Bytes of recent payloads kept in memory for [`Wal::read`].
     pub tail_cache_bytes: usize,
     /// A stream holding back this many segments is logged (once) and counted.
@@ -104,6 +107,7 @@ impl Default for Config {
             batches_in_flight_max: BATCHES_IN_FLIGHT_DEFAULT,
             record_payload_bytes_max: RECORD_PAYLOAD_BYTES_MAX,
             spare_segments: SPARE_SEGMENTS_DEFAULT,
+            recycled_segments_max: RECYCLED_SEGMENTS_DEFAULT,
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             segments_held_warn: SEGMENTS_HELD_WARN_DEFAULT,
         }
@@ -120,6 +124,7 @@ impl Config {
             batches_in_flight_max: 4,
             record_payload_bytes_max: 2 * BLOCK_BYTES,
             spare_segments: 1,
+            recycled_segments_max: 1,
             tail_cache_bytes: 18 * BLOCK_BYTES,
             segments_held_warn: 2,
         }
@@ -145,6 +150,8 @@ impl Config {
             "a segment must hold its header and the largest batch"
         } else if !(1..=BATCHES_IN_FLIGHT_MAX).contains(&self.batches_in_flight_max) {
             "batches_in_flight_max out of range"
+        } else if self.recycled_segments_max > RECYCLED_SEGMENTS_MAX {
+            "recycled_segments_max above RECYCLED_SEGMENTS_MAX"
         } else if self.tail_cache_bytes
             < (self.batches_in_flight_max + BATCHES_QUEUED_MAX + 1) * self.batch_bytes_target
         {

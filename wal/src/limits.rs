@@ -59,6 +59,17 @@ pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
 /// Zero-filled spare segments kept ready, so that rolling over never waits for allocation.
 pub const SPARE_SEGMENTS_DEFAULT: usize = 2;
 
+/// Retired segments kept as spares for reuse rather than deleted (1 GiB of 64 MiB
+/// segments). A log that grows by many segments between two checkpoints needs as many
+/// again after the next one; deleting all but two of them meant zero-filling 64 MiB anew
+/// for almost every rollover: measured with YCSB-A at 60 K ops/s, 80 MB/s of device writes
+/// against 45 MB/s when the segments were kept, and each of those writes also rides on the
+/// WAL's next cache flush.
+pub const RECYCLED_SEGMENTS_DEFAULT: usize = 16;
+
+/// The most retired segments a log may be configured to keep (16 GiB of 64 MiB segments).
+pub const RECYCLED_SEGMENTS_MAX: usize = 256;
+
 /// Default bytes of recent records kept in memory for `read` (followers catching up).
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 
