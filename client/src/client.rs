@@ -167,14 +167,17 @@ impl Client {
         let answer = self
             .call_frame(header, payload, request.is_idempotent())
             .await?;
-        proto::decode_response(&answer).map_err(|e| Error::Protocol(ProtocolError::BadResponse(e)))
+        // `call_frame` checked the frame (checksum, `rkyv::access`) already.
+        proto::decode_checked_response(&answer)
+            .map_err(|e| Error::Protocol(ProtocolError::BadResponse(e)))
     }
 
     /// Sends a request frame whose payload is already encoded (a router relaying a
     /// client's frame) and returns the answer's frame, its payload checked (version, kind,
     /// checksum, `rkyv::access`) but not decoded. `header` is the frame's encoded header
-    /// ([`proto::FrameHeader::encode`]); its request id is replaced by the connection's own. Errors, attempts and retries are those of [`Client::call`]:
-    /// an error answer comes back as `Err(Error::Server)`; `idempotent` must say what
+    /// ([`proto::FrameHeader::encode`]); its request id is replaced by the connection's
+    /// own. Errors, attempts and retries are those of [`Client::call`]: an error answer
+    /// comes back as `Err(Error::Server)`; `idempotent` must say what
     /// [`Request::is_idempotent`] says of the payload.
     pub async fn call_frame(
         &self,

@@ -63,8 +63,9 @@ pub trait Service: 'static {
 
     /// Takes a request frame to answer without decoding it (a router relaying a frame to
     /// the node that owns its item, and the node's answer back), or hands the frame back
-    /// to be decoded and served by [`Service::serve_now`] or [`Service::serve`]. A frame
-    /// that is not valid must be handed back, so that it gets the usual typed error. By
+    /// to be decoded and served by [`Service::serve_now`] or [`Service::serve`]. The
+    /// frame's header and checksum are checked already (`proto::check_request`); one whose
+    /// payload is not valid must be handed back, so that it gets the usual typed error. By
     /// default: every frame is handed back.
     fn relay(
         self: Rc<Self>,
@@ -436,6 +437,11 @@ pub async fn serve_connection<S: Service>(
                         }
                         continue;
                     }
+                    // The checksum is computed here, once, for the relay and the decoder.
+                    if let Err(e) = proto::check_request(&frame) {
+                        outbox.push(&proto::encode_response(id, &proto::Response::Error(e)));
+                        continue;
+                    }
                     let frame = match service.clone().relay(frame) {
                         Ok(relaying) => {
                             outbox.in_flight.set(outbox.in_flight.get() + 1);
@@ -450,7 +456,7 @@ pub async fn serve_connection<S: Service>(
                         }
                         Err(frame) => frame,
                     };
-                    match proto::decode_request(&frame) {
+                    match proto::decode_checked_request(&frame) {
                         Err(e) => {
                             outbox.push(&proto::encode_response(id, &proto::Response::Error(e)))
                         }

@@ -313,20 +313,37 @@ fn check(frame: &Frame, kind: FrameKind) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a request frame (version, kind, checksum) and validates its payload with
-/// `rkyv::access`, returning the archived request in place: what a relay reads (the
-/// table, the partition key) without copying the request out. Errors are the ones to
-/// answer the client with.
-pub fn access_request(frame: &Frame) -> Result<&ArchivedRequest, Error> {
-    check(frame, FrameKind::Request)?;
+/// Checks a request frame's header and checksum (version, kind, crc32): done once per
+/// frame, by whoever reads it off the wire. Errors are the ones to answer the client with.
+pub fn check_request(frame: &Frame) -> Result<(), Error> {
+    check(frame, FrameKind::Request)
+}
+
+/// Validates the payload of a frame [`check_request`] accepted with `rkyv::access` and
+/// returns the archived request in place: what a relay reads (the table, the partition
+/// key) without copying the request out, and without computing the checksum again.
+pub fn access_checked_request(frame: &Frame) -> Result<&ArchivedRequest, Error> {
     rkyv::access::<ArchivedRequest, BoxedError>(&frame.payload)
+        .map_err(|e| Error::bad_frame(format!("not a valid request: {e}")))
+}
+
+/// [`check_request`], then [`access_checked_request`].
+pub fn access_request(frame: &Frame) -> Result<&ArchivedRequest, Error> {
+    check_request(frame)?;
+    access_checked_request(frame)
+}
+
+/// Returns a request frame [`check_request`] accepted, owned (validated with
+/// `rkyv::access` first).
+pub fn decode_checked_request(frame: &Frame) -> Result<Request, Error> {
+    rkyv::deserialize::<Request, BoxedError>(access_checked_request(frame)?)
         .map_err(|e| Error::bad_frame(format!("not a valid request: {e}")))
 }
 
 /// Checks a request frame like [`access_request`] and returns the request owned.
 pub fn decode_request(frame: &Frame) -> Result<Request, Error> {
-    rkyv::deserialize::<Request, BoxedError>(access_request(frame)?)
-        .map_err(|e| Error::bad_frame(format!("not a valid request: {e}")))
+    check_request(frame)?;
+    decode_checked_request(frame)
 }
 
 /// Checks a response frame and returns the archived response in place (the client's and
@@ -337,8 +354,11 @@ pub fn access_response(frame: &Frame) -> Result<&ArchivedResponse, Error> {
         .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
 }
 
-/// Returns an archived response owned.
-pub fn deserialize_response(archived: &ArchivedResponse) -> Result<Response, Error> {
+/// Returns a response frame [`access_response`] accepted, owned: validated with
+/// `rkyv::access` again (no copy), its checksum not computed twice.
+pub fn decode_checked_response(frame: &Frame) -> Result<Response, Error> {
+    let archived = rkyv::access::<ArchivedResponse, BoxedError>(&frame.payload)
+        .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))?;
     rkyv::deserialize::<Response, BoxedError>(archived)
         .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
 }
@@ -351,7 +371,8 @@ pub fn deserialize_error(archived: &ArchivedError) -> Result<Error, Error> {
 
 /// Checks a response frame and returns it owned (the client's side of [`decode_request`]).
 pub fn decode_response(frame: &Frame) -> Result<Response, Error> {
-    deserialize_response(access_response(frame)?)
+    access_response(frame)?;
+    decode_checked_response(frame)
 }
 
 /// Encodes a cluster message frame.

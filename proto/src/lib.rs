@@ -43,10 +43,11 @@ mod validate;
 
 pub use error::{bounded, Error, Field, Owner};
 pub use frame::{
-    access_request, access_response, decode_cluster, decode_cluster_reply, decode_request,
-    decode_response, deserialize_error, deserialize_response, encode_cluster, encode_cluster_reply,
-    encode_request, encode_response, Frame, FrameHeader, FrameKind, FrameReader, FramingLost,
-    FLAG_FORWARDED, FORMAT_VERSION, HEADER_BYTES,
+    access_checked_request, access_request, access_response, check_request, decode_checked_request,
+    decode_checked_response, decode_cluster, decode_cluster_reply, decode_request, decode_response,
+    deserialize_error, encode_cluster, encode_cluster_reply, encode_request, encode_response,
+    Frame, FrameHeader, FrameKind, FrameReader, FramingLost, FLAG_FORWARDED, FORMAT_VERSION,
+    HEADER_BYTES,
 };
 pub use hash::{partition_index, partition_key_hash, partition_start};
 pub use types::*;

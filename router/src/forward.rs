@@ -164,7 +164,7 @@ impl Router {
             .forward_frame(table, hash, header, payload, request.is_idempotent())
             .await?;
         // The client checked the frame (checksum, `rkyv::access`) already.
-        proto::decode_response(&answer)
+        proto::decode_checked_response(&answer)
             .map_err(|e| Error::internal(format!("a node's answer did not decode: {e}")))
     }
 
@@ -284,19 +284,14 @@ impl Router {
         hash: u128,
         refused: Option<&CachedRoute>,
     ) -> Result<CachedRoute, Error> {
-        match refused {
-            None => {}
-            Some(old) => {
-                let current = self.cache.borrow().peek(table, hash);
-                match current {
-                    Some(r) if !r.same_as(old) => return Ok(r),
-                    Some(r)
-                        if r.fetched_at.elapsed() < Duration::from_millis(ROUTE_RECHECK_MS_MIN) =>
-                    {
-                        return Ok(r)
-                    }
-                    _ => self.cache.borrow_mut().drop_route(old),
+        if let Some(old) = refused {
+            let current = self.cache.borrow().peek(table, hash);
+            match current {
+                Some(r) if !r.same_as(old) => return Ok(r),
+                Some(r) if r.fetched_at.elapsed() < Duration::from_millis(ROUTE_RECHECK_MS_MIN) => {
+                    return Ok(r)
                 }
+                _ => self.cache.borrow_mut().drop_route(old),
             }
         }
         self.known_to_meta(table)?;
@@ -583,7 +578,7 @@ impl daemon::server::Service for Router {
     /// the item per request. Everything else (and anything invalid, for its typed error)
     /// is handed back and served decoded.
     fn relay(self: Rc<Self>, frame: Frame) -> Result<impl Future<Output = Relayed>, Frame> {
-        let target = match proto::access_request(&frame).map(proto::item_target) {
+        let target = match proto::access_checked_request(&frame).map(proto::item_target) {
             Ok(Some(Ok(t))) => t,
             _ => return Err(frame),
         };
