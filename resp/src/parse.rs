@@ -210,6 +210,14 @@ fn split_inline(text: &[u8]) -> Option<Vec<Vec<u8>>> {
                 0 if c.is_ascii_whitespace() => break,
                 0 if c == b'"' || c == b'\'' => quote = c,
                 0 => word.push(c),
+                q if c == q => {
+                    // A closing quote must end the word.
+                    if text.get(i + 1).is_some_and(|n| !n.is_ascii_whitespace()) {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                }
                 b'"' => match (c, text.get(i + 1).copied()) {
                     (b'\\', Some(b'x')) => {
                         match (
@@ -237,27 +245,12 @@ fn split_inline(text: &[u8]) -> Option<Vec<Vec<u8>>> {
                         });
                         i += 1;
                     }
-                    (b'"', next) => {
-                        // A closing quote must end the word.
-                        if next.is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
-                    }
                     _ => word.push(c),
                 },
                 _ => match (c, text.get(i + 1).copied()) {
                     (b'\\', Some(b'\'')) => {
                         word.push(b'\'');
                         i += 1;
-                    }
-                    (b'\'', next) => {
-                        if next.is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return None;
-                        }
-                        i += 1;
-                        break;
                     }
                     _ => word.push(c),
                 },
@@ -578,6 +571,7 @@ mod tests {
         );
         assert_eq!(all(b"SET \"open\r\n").0, vec![Err(Fatal::UnbalancedQuotes)]);
         assert_eq!(all(b"SET \"a\"b\r\n").0, vec![Err(Fatal::UnbalancedQuotes)]);
+        assert_eq!(all(b"SET 'a'b\r\n").0, vec![Err(Fatal::UnbalancedQuotes)]);
     }
 
     #[test]

@@ -56,9 +56,8 @@ pub const REACTOR_KEEPALIVE_US: u64 = 10_000;
 
 /// The slowest a checkpoint writes, in pages a second (8 MiB/s of 8 KiB pages). A
 /// checkpoint goes only as fast as it must to end within its share of half the checkpoint
-/// interval (the checkpoints due at once split it),
-/// because its writes share the device with the WAL's durable writes, whose cache flushes
-/// then carry them too. Measured with YCSB-A at 60 K ops/s on 100 K items of 1 KB (node
+/// interval (the checkpoints due at once split it), because its writes share the device
+/// with the WAL's durable writes, whose cache flushes then carry them too. Measured with YCSB-A at 60 K ops/s on 100 K items of 1 KB (node
 /// direct, `percore-perf run --rate 60000`): at a fixed 128 MiB/s, read p99 was 3.5–3.9 ms
 /// and p99.9 20–23 ms; without checkpoints 1.1 ms and 5 ms; paced at 8–32 MiB/s, 1.6–1.9
 /// ms and 5 ms.

@@ -975,12 +975,16 @@ mod tests {
              waits
              poll
              waits
+             poll
+             waits
              done 1
              poll
              waits",
             "append 1 1 100 -> lsn 1
              waits -> rollover waits 0
              poll -> allocate#1 file 1
+             waits -> rollover waits 1
+             poll -> idle
              waits -> rollover waits 1
              done 1 -> durable < 1
              poll -> write#2 file 1 @0 8192B, allocate#3 file 2
