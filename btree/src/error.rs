@@ -112,6 +112,14 @@ pub enum Error {
     },
     /// The invariant checker found a broken rule.
     Invariant(InvariantError),
+    /// A warm-up run whose page ids are not ascending or span more than
+    /// `limits::WARM_RUN_PAGES_MAX` pages (the caller's mistake; nothing was read).
+    WarmRun {
+        /// The run's first id.
+        first: u64,
+        /// The run's last id.
+        last: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -129,6 +137,11 @@ impl fmt::Display for Error {
             Error::CheckpointBusy => write!(f, "a checkpoint is already under way"),
             Error::BadShipChunk { reason } => write!(f, "bad snapshot chunk: {reason}"),
             Error::Invariant(e) => write!(f, "invariant broken: {e}"),
+            Error::WarmRun { first, last } => write!(
+                f,
+                "warm-up run {first}..={last} is not ascending or spans more than {} pages",
+                crate::limits::WARM_RUN_PAGES_MAX
+            ),
         }
     }
 }

@@ -47,6 +47,10 @@ pub const META_VERIFY_OFFSET_BYTES: usize = 96;
 pub const META_VERIFY_ENTRY_BYTES: usize = 12;
 /// Default page cache budget, in bytes.
 pub const CACHE_BYTES_DEFAULT: usize = 256 * 1024 * 1024;
+/// The most pages one warm-up read spans (`Snapshot::warm_run`): 256 KiB of 8 KiB pages,
+/// one large read instead of many random ones, and small enough that a few in flight fit
+/// the node's registered I/O memory (4 MiB per core by default).
+pub const WARM_RUN_PAGES_MAX: usize = 32;
 /// Meta slots (pages 0 and 1), written alternately.
 pub const META_SLOT_COUNT: u64 = 2;
 /// Bytes of a freelist page's fixed body part (next page id).

@@ -352,7 +352,13 @@ impl<S: PageStore> Shared<S> {
 
     async fn load_node(&self, id: u64) -> Result<Rc<Node>, Error> {
         let buf = self.read_raw(id).await?;
-        let view = page::decode(&buf, id)?;
+        self.install_node(id, &buf).await
+    }
+
+    /// Decodes page `id` from `buf` (read from the store), checks its references and caches
+    /// it; the cached node wins if someone cached it meanwhile.
+    pub async fn install_node(&self, id: u64, buf: &[u8]) -> Result<Rc<Node>, Error> {
+        let view = page::decode(buf, id)?;
         let mut long_keys = Vec::new();
         let mut runs = Vec::new();
         let cells: Vec<page::KeyRef<'_>> = match &view {

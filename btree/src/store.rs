@@ -16,6 +16,21 @@ pub trait PageStore {
     fn page_size(&self) -> usize;
     /// Reads page `page_id` into `buf` (exactly one page long).
     async fn read_page(&self, page_id: u64, buf: &mut [u8]) -> Result<(), StoreError>;
+    /// Reads consecutive pages from `first_page_id` into `buf` (a whole number of pages).
+    /// The default reads them one by one; a store on a device should make it one read.
+    async fn read_pages(&self, first_page_id: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let page = self.page_size();
+        if buf.len() % page != 0 {
+            return Err(StoreError::BadBufferLength {
+                len: buf.len(),
+                page_size: page,
+            });
+        }
+        for (i, chunk) in buf.chunks_mut(page).enumerate() {
+            self.read_page(first_page_id + i as u64, chunk).await?;
+        }
+        Ok(())
+    }
     /// Writes `buf` (exactly one page long) at page `page_id`, growing the store if needed.
     /// Several writes may be in flight at once; none is durable before `sync`.
     async fn write_page(&self, page_id: u64, buf: &[u8]) -> Result<(), StoreError>;

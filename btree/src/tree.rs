@@ -1679,6 +1679,70 @@ impl<S: PageStore> Snapshot<S> {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         get_with(&self.sh, self.root, key, |v| v.map(<[u8]>::to_vec)).await
     }
+    /// The id of the snapshot's root page: where a warm-up ([`Snapshot::warm_page`]) starts.
+    pub fn root_page(&self) -> u64 {
+        self.root
+    }
+    /// Brings page `id` of this snapshot into the page cache (a no-op when it is there) and
+    /// returns its children's ids, none for a leaf.
+    ///
+    /// One step of a cache warm-up that the caller drives breadth-first from
+    /// [`Snapshot::root_page`], with as many steps in flight as the device likes: after a
+    /// restart the cache is empty, and a node under load otherwise fills it one random read
+    /// per request. The snapshot keeps every page it reaches from being reused, so an id from
+    /// an earlier step is never another page's. Overflow runs are not read.
+    pub async fn warm_page(&self, id: u64) -> Result<Vec<u64>, Error> {
+        let node = self.sh.node(id).await?;
+        Ok(node.kids.clone())
+    }
+    /// Brings the pages `ids` of this snapshot into the page cache with one read from the
+    /// first to the last (pages between them that are not asked for are read and dropped),
+    /// and returns their children's ids, none for leaves.
+    ///
+    /// The bulk step of a warm-up: the lower levels hold nearly every page, and read in
+    /// runs of neighbouring ids they cost a fraction of one random read per page. `ids`
+    /// must be ascending and span at most [`crate::limits::WARM_RUN_PAGES_MAX`] pages.
+    pub async fn warm_run(&self, ids: &[u64]) -> Result<Vec<u64>, Error> {
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return Ok(Vec::new());
+        };
+        let span = last.checked_sub(first).map(|d| d + 1);
+        let span = match span {
+            Some(n) if n <= crate::limits::WARM_RUN_PAGES_MAX as u64 => n as usize,
+            _ => return Err(Error::WarmRun { first, last }),
+        };
+        if ids.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::WarmRun { first, last });
+        }
+        let page = self.sh.page;
+        let mut buf = vec![0u8; span * page];
+        self.sh.store.read_pages(first, &mut buf).await?;
+        let mut kids = Vec::new();
+        for &id in ids {
+            let node = match self.sh.cached_node(id) {
+                Some(n) => n,
+                None => {
+                    let at = (id - first) as usize * page;
+                    self.sh.install_node(id, &buf[at..at + page]).await?
+                }
+            };
+            kids.extend_from_slice(&node.kids);
+        }
+        Ok(kids)
+    }
+    /// Whether page `id` is a leaf, if it is in the cache (`None`: not cached, or not a
+    /// tree node).
+    pub fn cached_is_leaf(&self, id: u64) -> Option<bool> {
+        self.sh.cached_node(id).map(|n| n.leaf)
+    }
+    /// Bytes the tree's page cache holds now (all snapshots and the tree share it).
+    pub fn cache_bytes(&self) -> u64 {
+        self.sh.st.borrow().cache_bytes as u64
+    }
+    /// The page cache's budget in bytes (`Config::cache_bytes_max`).
+    pub fn cache_bytes_max(&self) -> u64 {
+        self.sh.cfg.cache_bytes_max as u64
+    }
     /// [`Snapshot::get_with`] without waiting: `None` (and `f` not called) when a page must
     /// be read (see [`Tree::get_cached_with`]).
     pub fn get_cached_with<R>(&self, key: &[u8], f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {

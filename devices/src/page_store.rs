@@ -113,6 +113,37 @@ impl PageStore for DmaPageStore {
         Ok(())
     }
 
+    async fn read_pages(&self, first_page_id: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        if buf.is_empty() || buf.len() % self.page_size != 0 {
+            return Err(StoreError::BadBufferLength {
+                len: buf.len(),
+                page_size: self.page_size,
+            });
+        }
+        let pages = (buf.len() / self.page_size) as u64;
+        if first_page_id.saturating_add(pages) > self.pages.get() {
+            return Err(StoreError::OutOfRange {
+                page_id: first_page_id.saturating_add(pages - 1),
+                page_count: self.pages.get(),
+            });
+        }
+        let pos = first_page_id * self.page_size as u64;
+        let r = self
+            .file
+            .read_at_aligned(pos, buf.len())
+            .await
+            .map_err(|e| io_err("read", Some(first_page_id), e))?;
+        if r.len() != buf.len() {
+            return Err(io_err(
+                "read",
+                Some(first_page_id),
+                format!("short read: {} of {} bytes", r.len(), buf.len()),
+            ));
+        }
+        buf.copy_from_slice(&r);
+        Ok(())
+    }
+
     async fn write_page(&self, page_id: u64, buf: &[u8]) -> Result<(), StoreError> {
         if buf.len() != self.page_size {
             return Err(StoreError::BadBufferLength {

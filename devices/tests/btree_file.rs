@@ -81,3 +81,50 @@ fn tree_on_a_dma_file_survives_close_and_reopen() {
         .join()
         .unwrap();
 }
+
+/// `read_pages` (one read for a run, the warm-up's) returns what page-by-page reads return,
+/// and a run past the end or a buffer that is not whole pages is a typed error.
+#[test]
+fn reading_a_run_of_pages_matches_reading_them_one_by_one() {
+    use btree::{PageStore, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pages.db");
+    LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            let page = Config::default().page_size_bytes;
+            let store = DmaPageStore::open(&path, page).await.unwrap();
+            let pages = 40u64;
+            let mut all = vec![0u8; pages as usize * page];
+            for (i, b) in all.iter_mut().enumerate() {
+                *b = (i * 7 / 3) as u8;
+            }
+            store.write_pages(0, &all).await.unwrap();
+            store.sync().await.unwrap();
+            let (first, n) = (3u64, 32usize);
+            let mut run = vec![0u8; n * page];
+            store.read_pages(first, &mut run).await.unwrap();
+            for k in 0..n {
+                let mut one = vec![0u8; page];
+                store.read_page(first + k as u64, &mut one).await.unwrap();
+                assert_eq!(
+                    one,
+                    run[k * page..(k + 1) * page],
+                    "page {}",
+                    first + k as u64
+                );
+            }
+            let mut past = vec![0u8; 2 * page];
+            assert!(matches!(
+                store.read_pages(pages - 1, &mut past).await,
+                Err(StoreError::OutOfRange { .. })
+            ));
+            let mut ragged = vec![0u8; page + 1];
+            assert!(matches!(
+                store.read_pages(0, &mut ragged).await,
+                Err(StoreError::BadBufferLength { .. })
+            ));
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

@@ -75,6 +75,24 @@ const CHECKPOINT_TIME_LEFT_MS_MIN: u64 = 1;
 /// How often the checkpointer looks at its partitions when nothing is due.
 const CHECKPOINT_POLL_MS: u64 = 20;
 
+/// Branch pages a warm-up reads at once (see [`Shard::warm_up`]). After a restart the page
+/// caches are empty, and a node under load fills them one random read per request:
+/// measured with 1 M items of 1 KB and YCSB-A offered at 40 K ops/s from the moment a
+/// restarted node listens, it fell behind by up to 2.5 s and took 21–26 s to get back under
+/// 10 ms at p99; with the warm-up (4 s for 198 K pages) it took 6–7 s. Random 8 KiB reads get
+/// faster with queue depth on this kind of device; 32 keeps it busy while a request's own
+/// read still finds a place.
+const WARM_READS_IN_FLIGHT: usize = 32;
+
+/// Runs of neighbouring leaf pages a warm-up reads at once (each up to
+/// `btree::limits::WARM_RUN_PAGES_MAX` pages): 8 × 256 KiB stays within half of the
+/// core's registered I/O memory, which requests need too.
+const WARM_RUNS_IN_FLIGHT: usize = 8;
+
+/// A warm-up stops once the partition's page cache is this full (percent of its share):
+/// room stays for the pages writes dirty, and nothing a request brought in is evicted.
+const WARM_CACHE_PERCENT: u64 = 75;
+
 /// The pause after a checkpoint slice of `slice_pages` pages, with `pages_left` to write and
 /// `time_left` of the checkpoint's budget: the rate that ends it in time, within
 /// [`CHECKPOINT_PAGES_PER_S_MIN`] and [`CHECKPOINT_PAGES_PER_S_MAX`].
@@ -354,6 +372,126 @@ impl Shard {
         }
     }
 
+    /// Reads every partition's pages into its cache after start-up, until the tree is all
+    /// in or the cache is [`WARM_CACHE_PERCENT`] full. Runs in the background queue while the
+    /// core serves, and stops when it drains.
+    ///
+    /// The branch levels go first, breadth-first, a page at a time with
+    /// [`WARM_READS_IN_FLIGHT`] in flight: they are few and on every path. The leaves, nearly
+    /// every page, then go by their ids in ascending order, in runs of up to
+    /// `btree::limits::WARM_RUN_PAGES_MAX` neighbouring pages read at once,
+    /// [`WARM_RUNS_IN_FLIGHT`] runs at a time.
+    async fn warm_up(self: Rc<Self>) {
+        let started = Instant::now();
+        let parts: Vec<_> = self.partitions.borrow().values().cloned().collect();
+        let mut pages = 0u64;
+        for p in parts {
+            match self.warm_partition(&p).await {
+                Ok(n) => pages += n,
+                // A damaged page shows itself to the request that reads it; the warm-up
+                // only moves on.
+                Err(e) => {
+                    tracing::warn!(core = self.index, partition = p.id, error = %e, "warm-up stopped")
+                }
+            }
+        }
+        tracing::info!(
+            core = self.index,
+            pages,
+            ms = started.elapsed().as_millis() as u64,
+            "page caches warmed"
+        );
+    }
+
+    /// Warms one partition (see [`Shard::warm_up`]); returns the pages it asked for.
+    async fn warm_partition(self: &Rc<Self>, p: &LocalPartition) -> Result<u64, String> {
+        let view = p.replica.view().await;
+        let full = view.cache_bytes_max() / 100 * WARM_CACHE_PERCENT;
+        let mut level = vec![view.root_page()];
+        let mut pages = 0u64;
+        // Branch levels: each page's children are the next level.
+        loop {
+            if self.draining() || view.cache_bytes() >= full {
+                return Ok(pages);
+            }
+            pages += level.len() as u64;
+            let singles = level.iter().map(|&id| vec![id]).collect();
+            let next = self
+                .warm_runs(&view, singles, WARM_READS_IN_FLIGHT, full)
+                .await?;
+            if next.is_empty() {
+                return Ok(pages);
+            }
+            // A leaf has no children: once the next level's first page is a leaf, all are
+            // (the tree is balanced), and they go in runs below.
+            let leaves = match view.cached_is_leaf(next[0]) {
+                Some(leaf) => leaf,
+                None => {
+                    view.warm_page(next[0]).await.map_err(|e| e.to_string())?;
+                    view.cached_is_leaf(next[0]).unwrap_or(true)
+                }
+            };
+            if !leaves {
+                level = next;
+                continue;
+            }
+            let mut ids = next;
+            ids.sort_unstable();
+            pages += ids.len() as u64;
+            let mut runs: Vec<Vec<u64>> = Vec::new();
+            for id in ids {
+                match runs.last_mut() {
+                    Some(run) if id - run[0] < btree::limits::WARM_RUN_PAGES_MAX as u64 => {
+                        run.push(id)
+                    }
+                    _ => runs.push(vec![id]),
+                }
+            }
+            self.warm_runs(&view, runs, WARM_RUNS_IN_FLIGHT, full)
+                .await?;
+            return Ok(pages);
+        }
+    }
+
+    /// Reads `runs` into the cache, `in_flight` runs at a time, in order, until the cache is
+    /// `full` bytes or the core drains; returns the children of what it read.
+    async fn warm_runs(
+        self: &Rc<Self>,
+        view: &btree::Snapshot<DmaPageStore>,
+        runs: Vec<Vec<u64>>,
+        in_flight: usize,
+        full: u64,
+    ) -> Result<Vec<u64>, String> {
+        let runs = Rc::new(RefCell::new(runs.into_iter()));
+        let mut workers = Vec::with_capacity(in_flight);
+        for _ in 0..in_flight {
+            let (view, shard, runs) = (view.clone(), self.clone(), runs.clone());
+            let worker = glommio::spawn_local_into(
+                async move {
+                    let mut kids = Vec::new();
+                    loop {
+                        if shard.draining() || view.cache_bytes() >= full {
+                            break;
+                        }
+                        let Some(run) = runs.borrow_mut().next() else {
+                            break;
+                        };
+                        kids.extend(view.warm_run(&run).await?);
+                    }
+                    Ok::<_, btree::Error>(kids)
+                },
+                self.background,
+            )
+            .map_err(|e| format!("cannot spawn a warm-up worker: {e}"))?;
+            workers.push(worker);
+        }
+        let mut kids = Vec::new();
+        for w in workers {
+            kids.extend(w.await.map_err(|e| e.to_string())?);
+        }
+        Ok(kids)
+    }
+
     /// Ticks every replica's raft clock.
     async fn ticker(self: Rc<Self>) {
         let period = Duration::from_millis(self.config.raft_tick_ms);
@@ -579,6 +717,8 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         )));
     }
     let _ = events.send(CoreEvent::Listening { core: index });
+    let warm = glommio::spawn_local_into(shard.clone().warm_up(), shard.background)
+        .map_err(|e| format!("spawning the warm-up: {e}"))?;
     let agent = match (index, &config.meta) {
         (0, Some(meta)) => {
             let meta: std::net::SocketAddr = meta
@@ -618,6 +758,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     let _ = drained.arrive_and_wait().await;
 
     shard.stopping.set(true);
+    warm.await;
     ticker.await;
     checkpointer.await;
     let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
