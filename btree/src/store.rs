@@ -20,12 +20,7 @@ pub trait PageStore {
     /// The default reads them one by one; a store on a device should make it one read.
     async fn read_pages(&self, first_page_id: u64, buf: &mut [u8]) -> Result<(), StoreError> {
         let page = self.page_size();
-        if buf.len() % page != 0 {
-            return Err(StoreError::BadBufferLength {
-                len: buf.len(),
-                page_size: page,
-            });
-        }
+        check_whole_pages(buf.len(), page)?;
         for (i, chunk) in buf.chunks_mut(page).enumerate() {
             self.read_page(first_page_id + i as u64, chunk).await?;
         }
@@ -38,12 +33,7 @@ pub trait PageStore {
     /// The default writes them one by one; a store on a device should make it one write.
     async fn write_pages(&self, first_page_id: u64, buf: &[u8]) -> Result<(), StoreError> {
         let page = self.page_size();
-        if buf.len() % page != 0 {
-            return Err(StoreError::BadBufferLength {
-                len: buf.len(),
-                page_size: page,
-            });
-        }
+        check_whole_pages(buf.len(), page)?;
         for (i, chunk) in buf.chunks(page).enumerate() {
             self.write_page(first_page_id + i as u64, chunk).await?;
         }
@@ -55,6 +45,15 @@ pub trait PageStore {
     fn page_count(&self) -> u64;
     /// Shortens (or lengthens) the store to `page_count` pages, giving space back.
     async fn truncate(&self, page_count: u64) -> Result<(), StoreError>;
+}
+
+/// A multi-page buffer's check: a whole number of pages.
+fn check_whole_pages(len: usize, page_size: usize) -> Result<(), StoreError> {
+    if len % page_size == 0 {
+        Ok(())
+    } else {
+        Err(StoreError::BadBufferLength { len, page_size })
+    }
 }
 
 fn check_len(len: usize, page_size: usize) -> Result<(), StoreError> {

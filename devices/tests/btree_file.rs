@@ -83,7 +83,8 @@ fn tree_on_a_dma_file_survives_close_and_reopen() {
 }
 
 /// `read_pages` (one read for a run, the warm-up's) returns what page-by-page reads return,
-/// and a run past the end or a buffer that is not whole pages is a typed error.
+/// an empty buffer reads nothing, and a run past the end or a buffer that is not whole
+/// pages is a typed error.
 #[test]
 fn reading_a_run_of_pages_matches_reading_them_one_by_one() {
     use btree::{PageStore, StoreError};
@@ -118,6 +119,8 @@ fn reading_a_run_of_pages_matches_reading_them_one_by_one() {
                 store.read_pages(pages - 1, &mut past).await,
                 Err(StoreError::OutOfRange { .. })
             ));
+            // No pages: nothing to read, as with the trait's default.
+            store.read_pages(0, &mut []).await.unwrap();
             let mut ragged = vec![0u8; page + 1];
             assert!(matches!(
                 store.read_pages(0, &mut ragged).await,
