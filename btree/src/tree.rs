@@ -511,6 +511,7 @@ impl<S: PageStore> Tree<S> {
             sh: self.sh.clone(),
             root: self.root,
             count: self.count,
+            depth: self.depth,
             gen,
         }
     }
@@ -1645,6 +1646,8 @@ pub struct Snapshot<S: PageStore> {
     sh: Rc<Shared<S>>,
     root: u64,
     count: u64,
+    /// Levels from the root to the leaves (1: the root is a leaf).
+    depth: u32,
     gen: u64,
 }
 
@@ -1655,6 +1658,7 @@ impl<S: PageStore> Clone for Snapshot<S> {
             sh: self.sh.clone(),
             root: self.root,
             count: self.count,
+            depth: self.depth,
             gen: self.gen,
         }
     }
@@ -1679,61 +1683,59 @@ impl<S: PageStore> Snapshot<S> {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         get_with(&self.sh, self.root, key, |v| v.map(<[u8]>::to_vec)).await
     }
-    /// The id of the snapshot's root page: where a warm-up ([`Snapshot::warm_page`]) starts.
+    /// The id of the snapshot's root page: where a warm-up ([`Snapshot::warm_run`]) starts.
     pub fn root_page(&self) -> u64 {
         self.root
     }
-    /// Brings page `id` of this snapshot into the page cache (a no-op when it is there) and
-    /// returns its children's ids, none for a leaf.
+    /// Levels from the root to the leaves (1: the root is a leaf).
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+    /// Brings the pages `ids` of this snapshot into the page cache and returns their
+    /// children's ids, none for leaves. The pages not cached yet come in one read, from the
+    /// first of them to the last (pages between them that are not asked for are read and
+    /// dropped); when all are cached, nothing is read.
     ///
-    /// One step of a cache warm-up that the caller drives breadth-first from
+    /// The step of a cache warm-up that the caller drives level by level from
     /// [`Snapshot::root_page`], with as many steps in flight as the device likes: after a
     /// restart the cache is empty, and a node under load otherwise fills it one random read
-    /// per request. The snapshot keeps every page it reaches from being reused, so an id from
-    /// an earlier step is never another page's. Overflow runs are not read.
-    pub async fn warm_page(&self, id: u64) -> Result<Vec<u64>, Error> {
-        let node = self.sh.node(id).await?;
-        Ok(node.kids.clone())
-    }
-    /// Brings the pages `ids` of this snapshot into the page cache with one read from the
-    /// first to the last (pages between them that are not asked for are read and dropped),
-    /// and returns their children's ids, none for leaves.
-    ///
-    /// The bulk step of a warm-up: the lower levels hold nearly every page, and read in
-    /// runs of neighbouring ids they cost a fraction of one random read per page. `ids`
-    /// must be ascending and span at most [`crate::limits::WARM_RUN_PAGES_MAX`] pages.
+    /// per request. Read in runs of neighbouring ids, the lower levels (nearly every page)
+    /// cost a fraction of one random read per page. The snapshot keeps every page it reaches
+    /// from being reused, so an id from an earlier step is never another page's. Overflow
+    /// runs are not read. `ids` must be ascending and span at most
+    /// [`crate::limits::WARM_RUN_PAGES_MAX`] pages.
     pub async fn warm_run(&self, ids: &[u64]) -> Result<Vec<u64>, Error> {
         let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
             return Ok(Vec::new());
         };
-        let span = last.checked_sub(first).map(|d| d + 1);
-        let span = match span {
-            Some(n) if n <= crate::limits::WARM_RUN_PAGES_MAX as u64 => n as usize,
-            _ => return Err(Error::WarmRun { first, last }),
-        };
-        if ids.windows(2).any(|w| w[0] >= w[1]) {
+        let spans_too_far = last
+            .checked_sub(first)
+            .is_none_or(|d| d >= crate::limits::WARM_RUN_PAGES_MAX as u64);
+        if spans_too_far || ids.windows(2).any(|w| w[0] >= w[1]) {
             return Err(Error::WarmRun { first, last });
         }
+        let cached: Vec<Option<Rc<Node>>> = ids.iter().map(|&id| self.sh.cached_node(id)).collect();
+        let uncached = |(&id, c): (&u64, &Option<Rc<Node>>)| c.is_none().then_some(id);
+        let from = ids.iter().zip(&cached).find_map(uncached);
+        let to = ids.iter().zip(&cached).rev().find_map(uncached);
         let page = self.sh.page;
-        let mut buf = vec![0u8; span * page];
-        self.sh.store.read_pages(first, &mut buf).await?;
+        let mut buf = Vec::new();
+        if let (Some(from), Some(to)) = (from, to) {
+            buf = vec![0u8; (to - from + 1) as usize * page];
+            self.sh.store.read_pages(from, &mut buf).await?;
+        }
         let mut kids = Vec::new();
-        for &id in ids {
-            let node = match self.sh.cached_node(id) {
+        for (&id, node) in ids.iter().zip(cached) {
+            let node = match node {
                 Some(n) => n,
                 None => {
-                    let at = (id - first) as usize * page;
+                    let at = (id - from.unwrap_or(id)) as usize * page;
                     self.sh.install_node(id, &buf[at..at + page]).await?
                 }
             };
             kids.extend_from_slice(&node.kids);
         }
         Ok(kids)
-    }
-    /// Whether page `id` is a leaf, if it is in the cache (`None`: not cached, or not a
-    /// tree node).
-    pub fn cached_is_leaf(&self, id: u64) -> Option<bool> {
-        self.sh.cached_node(id).map(|n| n.leaf)
     }
     /// Bytes the tree's page cache holds now (all snapshots and the tree share it).
     pub fn cache_bytes(&self) -> u64 {

@@ -1,9 +1,11 @@
-//! The warm-up steps (`Snapshot::warm_page`, `Snapshot::warm_run`): driven breadth-first the
-//! way the node drives them after a restart, they leave every page in the cache, and a run
-//! the caller got wrong is a typed error that reads nothing.
+//! The warm-up step (`Snapshot::warm_run`): driven level by level the way the node drives it
+//! after a restart, it leaves every page in the cache, reads nothing that is cached already,
+//! and a run the caller got wrong is a typed error that reads nothing.
 
 use btree::limits::WARM_RUN_PAGES_MAX;
-use btree::{block_on, Config, Error, MemStore, Snapshot, Tree};
+use btree::{block_on, Config, Error, MemStore, PageStore, Snapshot, StoreError, Tree};
+use std::cell::Cell;
+use std::rc::Rc;
 
 fn key(i: u32) -> Vec<u8> {
     format!("key{:08}", i.wrapping_mul(2_654_435_761) % 1_000_000).into_bytes()
@@ -30,41 +32,60 @@ async fn reopened(items: u32) -> Tree<MemStore> {
 }
 
 /// The node's order: branch levels page by page, then the leaves in ascending runs.
-async fn warm(view: &Snapshot<MemStore>) -> u64 {
+async fn warm<S: PageStore>(view: &Snapshot<S>) -> u64 {
     let mut level = vec![view.root_page()];
     let mut pages = 0;
-    loop {
+    for _ in 1..view.depth() {
         pages += level.len() as u64;
         let mut next = Vec::new();
         for &id in &level {
-            next.extend(view.warm_page(id).await.unwrap());
+            next.extend(view.warm_run(&[id]).await.unwrap());
         }
-        if next.is_empty() {
-            return pages;
+        level = next;
+    }
+    level.sort_unstable();
+    pages += level.len() as u64;
+    let mut run: Vec<u64> = Vec::new();
+    for id in level {
+        if run
+            .first()
+            .is_some_and(|&f| id - f >= WARM_RUN_PAGES_MAX as u64)
+        {
+            assert!(
+                view.warm_run(&run).await.unwrap().is_empty(),
+                "leaves have no children"
+            );
+            run.clear();
         }
-        view.warm_page(next[0]).await.unwrap();
-        if view.cached_is_leaf(next[0]) == Some(false) {
-            level = next;
-            continue;
-        }
-        next.sort_unstable();
-        pages += next.len() as u64;
-        let mut run: Vec<u64> = Vec::new();
-        for id in next {
-            if run
-                .first()
-                .is_some_and(|&f| id - f >= WARM_RUN_PAGES_MAX as u64)
-            {
-                assert!(
-                    view.warm_run(&run).await.unwrap().is_empty(),
-                    "leaves have no children"
-                );
-                run.clear();
-            }
-            run.push(id);
-        }
-        assert!(view.warm_run(&run).await.unwrap().is_empty());
-        return pages;
+        run.push(id);
+    }
+    assert!(view.warm_run(&run).await.unwrap().is_empty());
+    pages
+}
+
+/// A `MemStore` that counts its page reads.
+#[derive(Clone)]
+struct Counting(MemStore, Rc<Cell<u64>>);
+
+impl PageStore for Counting {
+    fn page_size(&self) -> usize {
+        self.0.page_size()
+    }
+    async fn read_page(&self, page_id: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.1.set(self.1.get() + 1);
+        self.0.read_page(page_id, buf).await
+    }
+    async fn write_page(&self, page_id: u64, buf: &[u8]) -> Result<(), StoreError> {
+        self.0.write_page(page_id, buf).await
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.0.sync().await
+    }
+    fn page_count(&self) -> u64 {
+        self.0.page_count()
+    }
+    async fn truncate(&self, page_count: u64) -> Result<(), StoreError> {
+        self.0.truncate(page_count).await
     }
 }
 
@@ -100,13 +121,25 @@ fn a_warmed_tree_answers_every_get_from_the_cache() {
 }
 
 #[test]
-fn warming_twice_changes_nothing() {
+fn warming_twice_reads_nothing_the_second_time() {
     block_on(async {
-        let t = reopened(2_000).await;
+        let store = reopened(2_000).await.store().clone();
+        let reads = Rc::new(Cell::new(0));
+        let config = Config {
+            cache_bytes_max: 64 * 1024 * 1024,
+            ..Config::test_min()
+        };
+        let t = Tree::open(Counting(store, reads.clone()), config)
+            .await
+            .unwrap();
         let view = t.snapshot();
+        let opened = reads.get();
         warm(&view).await;
         let once = view.cache_bytes();
+        assert!(reads.get() > opened, "the first warm-up reads");
+        let before = reads.get();
         warm(&view).await;
+        assert_eq!(reads.get(), before, "a cached page is read again");
         assert_eq!(view.cache_bytes(), once);
     });
 }

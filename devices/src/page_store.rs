@@ -90,27 +90,7 @@ impl PageStore for DmaPageStore {
                 page_size: self.page_size,
             });
         }
-        if page_id >= self.pages.get() {
-            return Err(StoreError::OutOfRange {
-                page_id,
-                page_count: self.pages.get(),
-            });
-        }
-        let pos = page_id * self.page_size as u64;
-        let r = self
-            .file
-            .read_at_aligned(pos, self.page_size)
-            .await
-            .map_err(|e| io_err("read", Some(page_id), e))?;
-        if r.len() != self.page_size {
-            return Err(io_err(
-                "read",
-                Some(page_id),
-                format!("short read: {} bytes", r.len()),
-            ));
-        }
-        buf.copy_from_slice(&r);
-        Ok(())
+        self.read_pages(page_id, buf).await
     }
 
     async fn read_pages(&self, first_page_id: u64, buf: &mut [u8]) -> Result<(), StoreError> {

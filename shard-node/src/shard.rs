@@ -409,48 +409,30 @@ impl Shard {
         let full = view.cache_bytes_max() / 100 * WARM_CACHE_PERCENT;
         let mut level = vec![view.root_page()];
         let mut pages = 0u64;
-        // Branch levels: each page's children are the next level.
-        loop {
+        // Branch levels, page by page: each level's children are the next level.
+        for _ in 1..view.depth() {
+            pages += level.len() as u64;
+            let singles = level.iter().map(|&id| vec![id]).collect();
+            level = self
+                .warm_runs(&view, singles, WARM_READS_IN_FLIGHT, full)
+                .await?;
             if self.draining() || view.cache_bytes() >= full {
                 return Ok(pages);
             }
-            pages += level.len() as u64;
-            let singles = level.iter().map(|&id| vec![id]).collect();
-            let next = self
-                .warm_runs(&view, singles, WARM_READS_IN_FLIGHT, full)
-                .await?;
-            if next.is_empty() {
-                return Ok(pages);
-            }
-            // A leaf has no children: once the next level's first page is a leaf, all are
-            // (the tree is balanced), and they go in runs below.
-            let leaves = match view.cached_is_leaf(next[0]) {
-                Some(leaf) => leaf,
-                None => {
-                    view.warm_page(next[0]).await.map_err(|e| e.to_string())?;
-                    view.cached_is_leaf(next[0]).unwrap_or(true)
-                }
-            };
-            if !leaves {
-                level = next;
-                continue;
-            }
-            let mut ids = next;
-            ids.sort_unstable();
-            pages += ids.len() as u64;
-            let mut runs: Vec<Vec<u64>> = Vec::new();
-            for id in ids {
-                match runs.last_mut() {
-                    Some(run) if id - run[0] < btree::limits::WARM_RUN_PAGES_MAX as u64 => {
-                        run.push(id)
-                    }
-                    _ => runs.push(vec![id]),
-                }
-            }
-            self.warm_runs(&view, runs, WARM_RUNS_IN_FLIGHT, full)
-                .await?;
-            return Ok(pages);
         }
+        // The leaves (or a root that is one), by page id, in runs of neighbours.
+        level.sort_unstable();
+        pages += level.len() as u64;
+        let mut runs: Vec<Vec<u64>> = Vec::new();
+        for id in level {
+            match runs.last_mut() {
+                Some(run) if id - run[0] < btree::limits::WARM_RUN_PAGES_MAX as u64 => run.push(id),
+                _ => runs.push(vec![id]),
+            }
+        }
+        self.warm_runs(&view, runs, WARM_RUNS_IN_FLIGHT, full)
+            .await?;
+        Ok(pages)
     }
 
     /// Reads `runs` into the cache, `in_flight` runs at a time, in order, until the cache is
