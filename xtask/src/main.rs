@@ -17,6 +17,7 @@ mod cluster_demo;
 mod node_bench;
 mod procs;
 mod redis_bench;
+mod relay;
 mod router_bench;
 
 use std::path::{Path, PathBuf};
@@ -67,6 +68,8 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("fuzz") => fuzz_smoke(&args[1..]),
+        // Internal: the router benchmark's peer, started by `bench router` (see `relay`).
+        Some("relay") => relay::serve(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             Err("unknown or missing command".into())

@@ -168,11 +168,40 @@ impl Daemon {
         Ok((Daemon::spawn("percore-router", &args)?, port))
     }
 
+    /// Starts `xtask relay` (this very binary, see `crate::relay`) on `cpu`, on a free port,
+    /// relaying to 127.0.0.1:`to`; returns it and its port.
+    pub fn relay(cpu: &str, to: u16) -> Result<(Daemon, u16)> {
+        let port = free_port_block(1)?;
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find xtask's own binary for the relay: {e}"))?;
+        let args = [
+            "-c".to_string(),
+            cpu.into(),
+            exe.display().to_string(),
+            "relay".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--to".into(),
+            format!("127.0.0.1:{to}"),
+        ];
+        let ready = crate::relay::READY_LINE;
+        Ok((
+            Daemon::spawn_as("xtask-relay", "taskset".as_ref(), &args, ready)?,
+            port,
+        ))
+    }
+
     /// Starts the release binary `name` with `args` and waits for its `<name> ready` line
     /// on standard output (every percore daemon prints one once it serves).
     pub fn spawn(name: &'static str, args: &[String]) -> Result<Daemon> {
-        let bin = release_bin(name);
-        let mut cmd = Command::new(&bin);
+        let ready = format!("{name} ready");
+        Daemon::spawn_as(name, &release_bin(name), args, &ready)
+    }
+
+    /// Starts `bin` with `args` and waits for a line on standard output that starts with
+    /// `ready`; `name` is what its output and errors are labelled with.
+    fn spawn_as(name: &'static str, bin: &Path, args: &[String], ready: &str) -> Result<Daemon> {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -182,7 +211,7 @@ impl Daemon {
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = mpsc::channel();
-        let ready = format!("{name} ready");
+        let ready = ready.to_owned();
         let short = name.trim_start_matches("percore-");
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {

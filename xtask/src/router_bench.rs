@@ -3,13 +3,18 @@
 //!
 //! A metadata service, one node (one core) and one router run as separate processes on
 //! 127.0.0.1. The same YCSB-B load (95 % reads, 1,000-byte values, zipfian) is driven by
-//! `percore-perf` straight at the node's core (`direct`) and through the router (`routed`),
-//! alternating in one run so that a drift of the machine hits both: first as fast as each
-//! goes (the throughput ratio), then open-loop at the same rate, half of the lower maximum
-//! (the latency the router adds). The trie's case runs the `routing` crate's own benchmark.
+//! `percore-perf` straight at the node's core (`direct`), through the router (`routed`), and
+//! through `xtask relay` (`relay`: a byte pipe with a blocked thread per direction, the
+//! cheapest process a request can pass through; see `crate::relay`), alternating in one run
+//! so that a drift of the machine hits all three: first as fast as each goes (the throughput
+//! ratio), then open-loop at the same rate, half of the lowest maximum (the latency each
+//! adds). The relay is the peer: what any process in the middle costs on this machine, which
+//! the router pays too before any work of its own. The trie's case runs the `routing`
+//! crate's own benchmark.
 //!
-//! Cores: the node on CPU 1; the router and the generator share CPU 0 (there are two). The
-//! routed figures therefore include the router competing with the generator for its core.
+//! Cores: the node on CPU 1; the router, the relay and the generator share CPU 0 (there are
+//! two). The routed and relayed figures therefore include the middle process competing with
+//! the generator for its core.
 
 use crate::node_bench::{load, num, phase};
 use crate::procs::{self, Daemon, ScratchDir};
@@ -17,10 +22,10 @@ use crate::{run, Result};
 
 /// The node's CPU.
 const NODE_CPU: &str = "1";
-/// The router's CPU.
+/// The router's CPU (and the relay's).
 const ROUTER_CPU: &str = "0";
 /// How the cores were shared, for every JSON line.
-const SETUP: &str = "node core 1; router core 0; load core 0";
+const SETUP: &str = "node core 1; router or relay core 0; load core 0";
 /// Records loaded first.
 const RECORDS_FULL: u64 = 100_000;
 /// Records loaded first in a quick run.
@@ -29,7 +34,7 @@ const RECORDS_QUICK: u64 = 20_000;
 const PHASE_S_FULL: u32 = 15;
 /// Seconds per measured phase in a quick run.
 const PHASE_S_QUICK: u32 = 4;
-/// Rounds of (direct, routed) at each load; the figures are each side's median round.
+/// Rounds of (direct, relay, routed) at each load; the figures are each side's median round.
 const ROUNDS: usize = 2;
 
 struct Side {
@@ -54,43 +59,53 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
     let (node, node_port) = Daemon::cluster_node(&node_dir.0, NODE_CPU, 1, &meta_addr, "2GiB")?;
     let (router, router_port) = Daemon::router(ROUTER_CPU, &meta_addr, None)?;
     // The table is created through the router (meta places it on the one node); the node's
-    // core port then holds every partition, so `direct` needs no routing at all.
+    // core port then holds every partition, so `direct` (and the relay) need no routing.
     load(router_port, records)?;
     let direct_port = node_port + 1;
-    let mut direct = Side {
+    let (relay, relay_port) = Daemon::relay(ROUTER_CPU, direct_port)?;
+    let side = || Side {
         max: Vec::new(),
         fixed: Vec::new(),
     };
-    let mut routed = Side {
-        max: Vec::new(),
-        fixed: Vec::new(),
-    };
+    let (mut direct, mut relayed, mut routed) = (side(), side(), side());
     for _ in 0..ROUNDS {
-        direct
-            .max
-            .push(phase(direct_port, "b", None, records, seconds, &[])?);
-        routed
-            .max
-            .push(phase(router_port, "b", None, records, seconds, &[])?);
+        let sides = [
+            (direct_port, &mut direct.max),
+            (relay_port, &mut relayed.max),
+            (router_port, &mut routed.max),
+        ];
+        for (port, rows) in sides {
+            rows.push(phase(port, "b", None, records, seconds, &[])?);
+        }
     }
-    // Half of the lower maximum: a rate both sides serve without queueing, so that the
-    // difference in latency is the router's own cost, not its saturation.
-    let lower_max = median_by(&direct.max, "ops_per_s")?.min(median_by(&routed.max, "ops_per_s")?);
-    let rate = (lower_max / 2.0).round().max(1.0) as u64;
+    // Half of the lowest maximum: a rate every side serves without queueing, so that the
+    // difference in latency is what the middle process costs, not its saturation.
+    let mut lowest_max = f64::INFINITY;
+    for s in [&direct, &relayed, &routed] {
+        lowest_max = lowest_max.min(median_by(&s.max, "ops_per_s")?);
+    }
+    let rate = (lowest_max / 2.0).round().max(1.0) as u64;
     for _ in 0..ROUNDS {
-        direct
-            .fixed
-            .push(phase(direct_port, "b", Some(rate), records, seconds, &[])?);
-        routed
-            .fixed
-            .push(phase(router_port, "b", Some(rate), records, seconds, &[])?);
+        let sides = [
+            (direct_port, &mut direct.fixed),
+            (relay_port, &mut relayed.fixed),
+            (router_port, &mut routed.fixed),
+        ];
+        for (port, rows) in sides {
+            rows.push(phase(port, "b", Some(rate), records, seconds, &[])?);
+        }
     }
+    drop(relay);
     router.stop()?;
     node.stop()?;
     meta.stop()?;
 
     let mut table = Vec::new();
-    for (case, side) in [("direct", &direct), ("routed", &routed)] {
+    for (case, side) in [
+        ("direct", &direct),
+        ("relay", &relayed),
+        ("routed", &routed),
+    ] {
         for (load, rows) in [("max", &side.max), ("fixed", &side.fixed)] {
             let row = (
                 case,
@@ -116,8 +131,16 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
             .copied()
             .expect("every row was measured")
     };
-    let (d_max, r_max) = (get("direct", "max"), get("routed", "max"));
-    let (d_fix, r_fix) = (get("direct", "fixed"), get("routed", "fixed"));
+    let (d_max, l_max, r_max) = (
+        get("direct", "max"),
+        get("relay", "max"),
+        get("routed", "max"),
+    );
+    let (d_fix, l_fix, r_fix) = (
+        get("direct", "fixed"),
+        get("relay", "fixed"),
+        get("routed", "fixed"),
+    );
     eprintln!("router benchmark ({SETUP}; YCSB-B, {records} records; median of {ROUNDS} rounds)");
     eprintln!(
         "{:<8} {:>6} {:>10} {:>9} {:>9} {:>7}",
@@ -133,6 +156,13 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
         "routed/direct throughput at max: {:.2} (target ≥ 0.70); p50 added at {rate} ops/s: {:.0} µs (target ≤ 50)",
         r_max.2 / d_max.2,
         r_fix.3 - d_fix.3
+    );
+    eprintln!(
+        "the peer, a byte relay: relay/direct throughput at max {:.2}; p50 added {:.0} µs; the router beyond the relay: {:.2} of its throughput, {:.0} µs more at p50",
+        l_max.2 / d_max.2,
+        l_fix.3 - d_fix.3,
+        r_max.2 / l_max.2,
+        r_fix.3 - l_fix.3
     );
 
     // The trie against a BTreeMap, in process.
