@@ -585,7 +585,10 @@ impl daemon::server::Service for Router {
         let table = target.table.to_owned();
         let hash = proto::partition_key_hash(target.partition_key);
         let idempotent = target.idempotent;
-        Ok(async move {
+        // Boxed: the relay's future holds the whole forward (route, retry, the node call)
+        // and is about a kilobyte; spawned as it is, glommio copied it several times per
+        // request (6.5 % of the router's CPU at its maximum). A box is one copy.
+        Ok(Box::pin(async move {
             bump(&self.stats.requests);
             // The router's own header: no flags a client may have set.
             let header = FrameHeader {
@@ -601,7 +604,7 @@ impl daemon::server::Service for Router {
                 Ok(answer) => Relayed::Frame(answer),
                 Err(e) => Relayed::Response(Response::Error(e)),
             }
-        })
+        }))
     }
 
     async fn serve_cluster(
