@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
-use glommio::sync::Semaphore;
+use glommio::sync::{Semaphore, StaticPermit};
 use proto::limits::FRAME_PAYLOAD_BYTES_MAX;
 use proto::{
     Condition, Consistency, CreateTable, Frame, Item, Key, Query, Request, Response, Scan,
@@ -157,7 +157,9 @@ impl Client {
     /// back as `Err(Error::Server)`, so an `Ok` is never `Response::Error`.
     ///
     /// Each attempt is bounded by the request timeout, the wait for room on a full
-    /// connection included. Failed attempts are retried, up to `max_attempts`, when the
+    /// connection included (an attempt queued at once, on a live connection with room, is
+    /// bounded by that connection's timeout sweep instead: 1 to 1.25 times the timeout,
+    /// with no timer of its own). Failed attempts are retried, up to `max_attempts`, when the
     /// server says it did nothing, when the request was never sent, or (only for
     /// [`Request::is_idempotent`] requests) when the outcome is unknown.
     pub async fn call(&self, request: Request) -> Result<Response> {
@@ -195,11 +197,20 @@ impl Client {
         loop {
             let sent = Cell::new(false);
             let timeout = self.inner.config.request_timeout;
-            let result = future::or(self.attempt(header, payload, &sent), async {
-                glommio::timer::sleep(timeout).await;
-                Err(Error::Timeout)
-            })
-            .await;
+            let result = match self.ready() {
+                // Queued at once: the connection's sweep bounds the wait for the answer.
+                Some((conn, room)) => {
+                    let queued = conn.call_with_room(room, header, payload, &sent);
+                    check_answer(queued.await)
+                }
+                None => {
+                    future::or(self.attempt(header, payload, &sent), async {
+                        glommio::timer::sleep(timeout).await;
+                        Err(Error::Timeout)
+                    })
+                    .await
+                }
+            };
             let error = match result {
                 Ok(r) => return Ok(r),
                 Err(e) => e,
@@ -233,12 +244,19 @@ impl Client {
         sent: &Cell<bool>,
     ) -> Result<Frame> {
         let conn = self.pick().await?;
-        let frame = conn.call(header, payload, sent).await?;
-        let bad = |e| Error::Protocol(ProtocolError::BadResponse(e));
-        if let proto::ArchivedResponse::Error(e) = proto::access_response(&frame).map_err(bad)? {
-            return Err(Error::Server(proto::deserialize_error(e).map_err(bad)?));
-        }
-        Ok(frame)
+        check_answer(conn.call(header, payload, sent).await)
+    }
+
+    /// The next connection in turn, if it is live and has room now, with its room taken:
+    /// a request can be queued on it without waiting. Otherwise `None`, and nothing
+    /// changes (the caller takes the path that waits, under a timer).
+    fn ready(&self) -> Option<(Rc<Conn>, StaticPermit)> {
+        let n = self.inner.slots.len();
+        let at = self.inner.next_slot.get();
+        let conn = self.inner.slots[at].live()?;
+        let room = conn.try_room()?;
+        self.inner.next_slot.set((at + 1) % n);
+        Some((conn, room))
     }
 
     /// A live connection: the next slot in turn. A dead slot is connected again in the
@@ -413,6 +431,17 @@ impl Client {
 
 /// Slot `i`'s connection, opened if it is missing or dead: the slot's first address,
 /// then the others in turn.
+/// The answer's frame, checked, or the server's error answer as `Err(Error::Server)` (which
+/// the retry policy reads).
+fn check_answer(answer: Result<Frame>) -> Result<Frame> {
+    let frame = answer?;
+    let bad = |e| Error::Protocol(ProtocolError::BadResponse(e));
+    if let proto::ArchivedResponse::Error(e) = proto::access_response(&frame).map_err(bad)? {
+        return Err(Error::Server(proto::deserialize_error(e).map_err(bad)?));
+    }
+    Ok(frame)
+}
+
 async fn slot_conn(inner: &Inner, i: usize) -> Result<Rc<Conn>> {
     let slot = &inner.slots[i];
     let _one_connect = slot

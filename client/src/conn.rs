@@ -12,6 +12,13 @@
 //! When the connection dies (an I/O error, the server hanging up, lost framing, or the
 //! pool dropping it), every request in flight gets the error, waiters for room are woken
 //! with [`Error::Closed`], and both tasks end, which closes the socket.
+//!
+//! Timeouts: a third task, the sweep, wakes every `request_timeout /`
+//! [`TIMEOUT_SWEEP_PERIODS`] and fails with [`Error::Timeout`] each request that has waited
+//! [`TIMEOUT_SWEEP_PERIODS`] periods or more (so between 1 and 1.25 times the timeout); the
+//! request is then abandoned, as a caller that gives up abandons it. One timer per
+//! connection instead of one per request: a timer per request cost a clock read and two
+//! timer-map updates each, several per cent of a router's CPU.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -26,7 +33,9 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 use proto::{Frame, FrameKind, FrameReader, HEADER_BYTES};
 
-use crate::limits::{REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, SOCKET_READ_BYTES};
+use crate::limits::{
+    REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX, SOCKET_READ_BYTES, TIMEOUT_SWEEP_PERIODS,
+};
 use crate::pipeline::{Abandoned, Pipeline};
 use crate::{Error, ProtocolError, Result};
 
@@ -38,10 +47,12 @@ struct Slot {
     waker: Option<Waker>,
 }
 
-/// A request in flight: where its answer goes, and its share of the connection's room.
+/// A request in flight: where its answer goes, its share of the connection's room, and the
+/// sweep period it was queued in.
 struct Waiter {
     slot: Rc<RefCell<Slot>>,
     _room: StaticPermit,
+    queued_in_sweep: u32,
 }
 
 struct State {
@@ -62,6 +73,8 @@ struct Shared {
     /// Borrowed only inside one poll, by one task at a time: the reader and the writer use
     /// the socket's separate read and write readiness.
     stream: RefCell<TcpStream>,
+    /// Sweep periods passed since the connection opened (wrapping).
+    sweeps: Cell<u32>,
 }
 
 /// A live connection; dropping the last handle closes it.
@@ -71,7 +84,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connects and starts the connection's reader and writer tasks.
+    /// Connects within `timeout` and starts the connection's reader, writer and timeout
+    /// sweep; a request then fails with [`Error::Timeout`] after 1 to 1.25 times `timeout`
+    /// without an answer.
     pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn> {
         let stream = TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1)))
             .await
@@ -89,9 +104,12 @@ impl Conn {
             }),
             room: Rc::new(Semaphore::new(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX as u64)),
             stream: RefCell::new(stream),
+            sweeps: Cell::new(0),
         });
         glommio::spawn_local(read_loop(shared.clone())).detach();
         glommio::spawn_local(write_loop(shared.clone())).detach();
+        let period = (timeout / TIMEOUT_SWEEP_PERIODS).max(Duration::from_millis(1));
+        glommio::spawn_local(sweep_loop(Rc::downgrade(&shared), period)).detach();
         Ok(Conn { shared, addr })
     }
 
@@ -124,6 +142,22 @@ impl Conn {
             Ok(p) => p,
             Err(_) => return Err(self.closed_error()),
         };
+        self.call_with_room(permit, header, payload, sent).await
+    }
+
+    /// Room for one more request, if there is some now (and the connection is live).
+    pub(crate) fn try_room(&self) -> Option<StaticPermit> {
+        self.shared.room.try_acquire_static_permit(1).ok()
+    }
+
+    /// [`Conn::call`] with its room taken already ([`Conn::try_room`]).
+    pub(crate) async fn call_with_room(
+        &self,
+        permit: StaticPermit,
+        header: &[u8; HEADER_BYTES],
+        payload: &[u8],
+        sent: &Cell<bool>,
+    ) -> Result<Frame> {
         let slot = Rc::new(RefCell::new(Slot::default()));
         let id = {
             let mut st = self.shared.state.borrow_mut();
@@ -133,6 +167,7 @@ impl Conn {
             let id = st.pipeline.start(Waiter {
                 slot: slot.clone(),
                 _room: permit,
+                queued_in_sweep: self.shared.sweeps.get(),
             });
             let at = st.outbox.len();
             st.outbox.extend_from_slice(header);
@@ -351,6 +386,42 @@ async fn write_loop(shared: Rc<Shared>) {
         st.writer = None;
         if st.spare.capacity() < batch.capacity() {
             st.spare = batch;
+        }
+    }
+}
+
+/// Every `period`, fails the requests queued [`TIMEOUT_SWEEP_PERIODS`] periods ago or more
+/// with [`Error::Timeout`] and abandons them; ends when the connection is gone or dead.
+async fn sweep_loop(shared: std::rc::Weak<Shared>, period: Duration) {
+    loop {
+        glommio::timer::sleep(period).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.state.borrow().closed.is_some() {
+            return;
+        }
+        let now = shared.sweeps.get().wrapping_add(1);
+        shared.sweeps.set(now);
+        let mut expired = Vec::new();
+        let outcome = shared.state.borrow_mut().pipeline.abandon_where(
+            |w| now.wrapping_sub(w.queued_in_sweep) >= TIMEOUT_SWEEP_PERIODS,
+            |w| expired.push(w.slot.clone()),
+        );
+        // Wake outside the borrow of the state, as `close` does.
+        for slot in &expired {
+            let waker = {
+                let mut slot = slot.borrow_mut();
+                slot.answer = Some(Err(Error::Timeout));
+                slot.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+        if outcome == Abandoned::TooMany {
+            close(&shared, Error::Closed);
+            return;
         }
     }
 }

@@ -104,6 +104,29 @@ impl<W> Pipeline<W> {
         }
     }
 
+    /// Abandons each request in flight, not abandoned yet, whose waiter `expired` picks,
+    /// and shows its waiter to `each` (the timeout sweep fails them); says whether too many
+    /// abandoned requests now wait on this connection.
+    pub(crate) fn abandon_where(
+        &mut self,
+        mut expired: impl FnMut(&W) -> bool,
+        mut each: impl FnMut(&W),
+    ) -> Abandoned {
+        for slot in self.slots.values_mut() {
+            if !slot.abandoned && expired(&slot.waiter) {
+                slot.abandoned = true;
+                self.abandoned += 1;
+                each(&slot.waiter);
+            }
+        }
+        self.check_invariants();
+        if self.abandoned > ABANDONED_PER_CONNECTION_MAX {
+            Abandoned::TooMany
+        } else {
+            Abandoned::Fine
+        }
+    }
+
     /// The answer to request `id` arrived: its waiter, or a protocol error if no such
     /// request is in flight.
     pub(crate) fn finish(&mut self, id: u64) -> Result<Finished<W>, ProtocolError> {
@@ -147,6 +170,35 @@ impl<W> Pipeline<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn abandoning_by_a_predicate_skips_the_abandoned_and_counts_the_rest() {
+        let mut p = Pipeline::new();
+        let ids: Vec<u64> = (0..6).map(|i| p.start(i)).collect();
+        assert_eq!(p.abandon(ids[1]), Abandoned::Fine);
+        let mut seen = Vec::new();
+        let outcome = p.abandon_where(|w| *w < 3, |w| seen.push(*w));
+        assert_eq!(outcome, Abandoned::Fine);
+        seen.sort();
+        assert_eq!(seen, vec![0, 2], "request 1 was abandoned already");
+        // A second sweep finds nothing new; late answers are still taken, and dropped.
+        assert_eq!(
+            p.abandon_where(|_| false, |_| unreachable!()),
+            Abandoned::Fine
+        );
+        assert!(p.finish(ids[0]).unwrap().abandoned);
+        assert!(!p.finish(ids[3]).unwrap().abandoned);
+        assert_eq!(p.in_flight(), 4);
+    }
+
+    #[test]
+    fn abandoning_too_many_by_a_predicate_says_so() {
+        let mut p = Pipeline::new();
+        for i in 0..=ABANDONED_PER_CONNECTION_MAX {
+            p.start(i);
+        }
+        assert_eq!(p.abandon_where(|_| true, |_| {}), Abandoned::TooMany);
+    }
 
     #[test]
     fn answers_in_any_order_find_their_waiters() {

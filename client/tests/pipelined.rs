@@ -306,6 +306,41 @@ fn a_timed_out_plain_put_is_not_sent_again_but_a_get_is() {
 }
 
 #[test]
+fn a_request_on_a_ready_connection_times_out_after_the_timeout_not_before() {
+    // The connection is live with room, so the request is queued at once and only the
+    // connection's sweep can end its wait: not before the timeout, and not long after.
+    let server = serve(|r, _| match r {
+        Request::Put(_) => Action::Ignore,
+        r => Action::Reply(echo(r)),
+    });
+    let addr = server.addr;
+    run(move || async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        // A first answered request proves the connection live before the timed one.
+        client
+            .get("t1x", key(2), Consistency::Strong)
+            .await
+            .unwrap();
+        let start = std::time::Instant::now();
+        let e = client.put("t1x", key(1), b"v".to_vec()).await.unwrap_err();
+        let waited = start.elapsed();
+        assert!(matches!(e, Error::Timeout), "{e}");
+        let timeout = config(addr).request_timeout;
+        assert!(
+            waited >= timeout,
+            "timed out after {waited:?}, before {timeout:?}"
+        );
+        // 1.25 times the timeout at most by design; the rest is slack for a busy machine.
+        assert!(waited < timeout * 3, "timed out only after {waited:?}");
+        // The connection lives on: the next request is answered.
+        client
+            .get("t1x", key(3), Consistency::Strong)
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
 fn throttled_and_unavailable_writes_are_retried_and_other_errors_are_not() {
     let server = serve(|r, stats| match r {
         Request::Put(p) if p.value == b"throttled" && stats.count("put") == 1 => {
