@@ -7,7 +7,7 @@
 //! the late answer is then dropped quietly. An answer naming an id that is not in flight
 //! means the stream cannot be trusted.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::limits::{ABANDONED_PER_CONNECTION_MAX, REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX};
 use crate::ProtocolError;
@@ -43,7 +43,9 @@ pub(crate) enum Abandoned {
 #[derive(Debug)]
 pub(crate) struct Pipeline<W> {
     next_request_id: u64,
-    slots: HashMap<u64, Slot<W>>,
+    /// By id. Fx, not SipHash: the ids are ours (no one can choose colliding ones), and
+    /// this map is touched twice per request.
+    slots: FxHashMap<u64, Slot<W>>,
     abandoned: usize,
 }
 
@@ -52,7 +54,10 @@ impl<W> Pipeline<W> {
     pub(crate) fn new() -> Pipeline<W> {
         Pipeline {
             next_request_id: 1,
-            slots: HashMap::with_capacity(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX),
+            slots: FxHashMap::with_capacity_and_hasher(
+                REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+                Default::default(),
+            ),
             abandoned: 0,
         }
     }

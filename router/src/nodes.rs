@@ -7,7 +7,6 @@
 //! the outcome unknown, and a plain write must then not be sent again.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use std::time::Duration;
 use client::{Backoff, Client, ClientConfig};
 use glommio::sync::Semaphore;
 use proto::{Frame, HEADER_BYTES};
+use rustc_hash::FxHashMap;
 
 use crate::limits::{NODE_ADDRS_MAX, NODE_CONNECTIONS_PER_ADDR, NODE_REQUEST_TIMEOUT_MS};
 
@@ -36,7 +36,9 @@ struct Slot {
 
 /// One core's connections to node cores (see the module doc).
 pub struct NodePool {
-    slots: RefCell<HashMap<SocketAddr, Rc<Slot>>>,
+    /// By node core address. Fx, not SipHash: the addresses come from meta, and this map
+    /// is looked up once per forwarded request.
+    slots: RefCell<FxHashMap<SocketAddr, Rc<Slot>>>,
     /// One connect at a time per core: a burst of first requests to a new address waits
     /// for one connect instead of opening one each.
     connecting: Semaphore,
@@ -53,7 +55,7 @@ impl NodePool {
     /// No connection yet.
     pub fn new() -> NodePool {
         NodePool {
-            slots: RefCell::new(HashMap::new()),
+            slots: RefCell::new(FxHashMap::default()),
             connecting: Semaphore::new(1),
             timeout: Duration::from_millis(NODE_REQUEST_TIMEOUT_MS),
         }
