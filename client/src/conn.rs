@@ -390,7 +390,8 @@ async fn write_loop(shared: Rc<Shared>) {
     }
 }
 
-/// Every `period`, fails the requests queued [`TIMEOUT_SWEEP_PERIODS`] periods ago or more
+/// Every `period`, fails the requests that have seen more than [`TIMEOUT_SWEEP_PERIODS`]
+/// sweeps (queued between that many and one more periods ago: 1 to 1.25 times the timeout)
 /// with [`Error::Timeout`] and abandons them; ends when the connection is gone or dead.
 async fn sweep_loop(shared: std::rc::Weak<Shared>, period: Duration) {
     loop {
@@ -405,7 +406,9 @@ async fn sweep_loop(shared: std::rc::Weak<Shared>, period: Duration) {
         shared.sweeps.set(now);
         let mut expired = Vec::new();
         let outcome = shared.state.borrow_mut().pipeline.abandon_where(
-            |w| now.wrapping_sub(w.queued_in_sweep) >= TIMEOUT_SWEEP_PERIODS,
+            // More than the periods of a timeout: a request queued just before a sweep
+            // has seen one more sweep than periods have passed.
+            |w| now.wrapping_sub(w.queued_in_sweep) > TIMEOUT_SWEEP_PERIODS,
             |w| expired.push(w.slot.clone()),
         );
         // Wake outside the borrow of the state, as `close` does.

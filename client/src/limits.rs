@@ -32,7 +32,7 @@ const _: () = assert!(REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX <= 1024);
 const _: () = assert!(ABANDONED_PER_CONNECTION_MAX >= 1);
 
 /// Periods of a connection's timeout sweep per request timeout: the sweep wakes every
-/// `request_timeout / 4` and fails requests queued 4 periods ago or more, so a request times
-/// out after 1 to 1.25 times the timeout. More periods would be closer to the timeout and
+/// `request_timeout / 4` and fails requests that have seen more than 4 sweeps, so a request
+/// times out after 1 to 1.25 times the timeout. More periods would be closer to the timeout and
 /// wake an idle connection more often.
 pub const TIMEOUT_SWEEP_PERIODS: u32 = 4;
