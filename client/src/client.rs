@@ -14,7 +14,7 @@ use proto::{
     TableDescription, WriteOp, WriteOutcome,
 };
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Then};
 use crate::limits::CONNECTIONS_MAX;
 use crate::ops::{self, BatchItems, Deleted, QueryPage, ScanPage, TablesPage};
 use crate::retry::{Backoff, Decision, Failure, RetryPolicy};
@@ -235,6 +235,31 @@ impl Client {
         }
     }
 
+    /// Queues a request frame now, if a connection can take it without waiting (live, with
+    /// room), and calls `then` with the answer's frame, checked as [`Client::call_frame`]
+    /// checks it, or with why none came: the connection failed (the outcome is unknown) or
+    /// the answer took longer than the request timeout (1 to 1.25 times it). No task and no
+    /// timer of its own; one attempt, never retried. Otherwise (no connection ready, or a
+    /// payload over the frame limit) nothing is sent and `then` comes back, for the caller
+    /// to take the path that waits ([`Client::call_frame`]).
+    ///
+    /// What a router's relay uses: its answer goes straight from this client's reader to
+    /// the router's client connection.
+    pub fn try_call_frame_then(
+        &self,
+        header: &[u8; proto::HEADER_BYTES],
+        payload: &[u8],
+        then: Then,
+    ) -> std::result::Result<(), Then> {
+        if payload.len() > FRAME_PAYLOAD_BYTES_MAX {
+            return Err(then);
+        }
+        let Some((conn, room)) = self.ready() else {
+            return Err(then);
+        };
+        conn.call_then(room, header, payload, then)
+    }
+
     /// One attempt: the answer's frame, checked, or the server's error answer as
     /// `Err(Error::Server)` (which the retry policy reads).
     async fn attempt(
@@ -433,7 +458,7 @@ impl Client {
 /// then the others in turn.
 /// The answer's frame, checked, or the server's error answer as `Err(Error::Server)` (which
 /// the retry policy reads).
-fn check_answer(answer: Result<Frame>) -> Result<Frame> {
+pub(crate) fn check_answer(answer: Result<Frame>) -> Result<Frame> {
     let frame = answer?;
     let bad = |e| Error::Protocol(ProtocolError::BadResponse(e));
     if let proto::ArchivedResponse::Error(e) = proto::access_response(&frame).map_err(bad)? {

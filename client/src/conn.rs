@@ -47,10 +47,57 @@ struct Slot {
     waker: Option<Waker>,
 }
 
+/// What is called with the answer to a request queued by [`Conn::call_then`]: the
+/// answer's frame checked as [`crate::Client::call_frame`] checks it (an error answer is
+/// `Err(Error::Server)`), or why none came.
+pub type Then = Box<dyn FnOnce(Result<Frame>)>;
+
+/// Where one request's answer goes.
+enum AnswerTo {
+    /// A caller awaiting its [`Answer`].
+    Slot(Rc<RefCell<Slot>>),
+    /// A callback, taken out when it is called (once: by the reader, the sweep or `close`).
+    Then(Cell<Option<Then>>),
+}
+
+impl AnswerTo {
+    /// Hands `answer` over; what is left to do (a wake-up, a call) is returned, to be done
+    /// once no borrow of the connection's state is held.
+    fn deliver(&self, answer: Result<Frame>) -> Delivery {
+        match self {
+            AnswerTo::Slot(slot) => {
+                let mut slot = slot.borrow_mut();
+                slot.answer = Some(answer);
+                slot.waker.take().map_or(Delivery::Nothing, Delivery::Wake)
+            }
+            AnswerTo::Then(then) => then
+                .take()
+                .map_or(Delivery::Nothing, |then| Delivery::Call(then, answer)),
+        }
+    }
+}
+
+/// The second half of [`AnswerTo::deliver`].
+enum Delivery {
+    Nothing,
+    Wake(Waker),
+    Call(Then, Result<Frame>),
+}
+
+impl Delivery {
+    fn run(self) {
+        match self {
+            Delivery::Nothing => {}
+            Delivery::Wake(w) => w.wake(),
+            Delivery::Call(then, answer) => then(crate::client::check_answer(answer)),
+        }
+    }
+}
+
 /// A request in flight: where its answer goes, its share of the connection's room, and the
 /// sweep period it was queued in.
 struct Waiter {
-    slot: Rc<RefCell<Slot>>,
+    to: AnswerTo,
     _room: StaticPermit,
     queued_in_sweep: u32,
 }
@@ -159,25 +206,7 @@ impl Conn {
         sent: &Cell<bool>,
     ) -> Result<Frame> {
         let slot = Rc::new(RefCell::new(Slot::default()));
-        let id = {
-            let mut st = self.shared.state.borrow_mut();
-            if let Some(e) = &st.closed {
-                return Err(e.clone());
-            }
-            let id = st.pipeline.start(Waiter {
-                slot: slot.clone(),
-                _room: permit,
-                queued_in_sweep: self.shared.sweeps.get(),
-            });
-            let at = st.outbox.len();
-            st.outbox.extend_from_slice(header);
-            st.outbox[at + 8..at + 16].copy_from_slice(&id.to_le_bytes());
-            st.outbox.extend_from_slice(payload);
-            if let Some(w) = st.writer.take() {
-                w.wake();
-            }
-            id
-        };
+        let id = self.queue(permit, header, payload, AnswerTo::Slot(slot.clone()))?;
         sent.set(true);
         Answer {
             shared: &self.shared,
@@ -186,6 +215,56 @@ impl Conn {
             done: false,
         }
         .await
+    }
+
+    /// Queues one request frame with its room taken already and calls `then` with the
+    /// answer (from the connection's reader, its sweep on a timeout, or its close). Nothing
+    /// is queued, and `then` comes back, if the connection is dead.
+    pub(crate) fn call_then(
+        &self,
+        permit: StaticPermit,
+        header: &[u8; HEADER_BYTES],
+        payload: &[u8],
+        then: Then,
+    ) -> std::result::Result<(), Then> {
+        if self.is_closed() {
+            return Err(then);
+        }
+        let queued = self.queue(
+            permit,
+            header,
+            payload,
+            AnswerTo::Then(Cell::new(Some(then))),
+        );
+        debug_assert!(queued.is_ok(), "checked live above, on this one thread");
+        Ok(())
+    }
+
+    /// Registers a request and appends its frame to the outbox; its id.
+    fn queue(
+        &self,
+        permit: StaticPermit,
+        header: &[u8; HEADER_BYTES],
+        payload: &[u8],
+        to: AnswerTo,
+    ) -> Result<u64> {
+        let mut st = self.shared.state.borrow_mut();
+        if let Some(e) = &st.closed {
+            return Err(e.clone());
+        }
+        let id = st.pipeline.start(Waiter {
+            to,
+            _room: permit,
+            queued_in_sweep: self.shared.sweeps.get(),
+        });
+        let at = st.outbox.len();
+        st.outbox.extend_from_slice(header);
+        st.outbox[at + 8..at + 16].copy_from_slice(&id.to_le_bytes());
+        st.outbox.extend_from_slice(payload);
+        if let Some(w) = st.writer.take() {
+            w.wake();
+        }
+        Ok(id)
     }
 
     fn closed_error(&self) -> Error {
@@ -246,30 +325,26 @@ impl Drop for Answer<'_> {
 /// Marks the connection dead (keeping the first cause), fails every request in flight and
 /// every waiter for room, and wakes both tasks so that they end.
 fn close(shared: &Shared, cause: Error) {
-    let (finished, reader, writer) = {
+    let (deliveries, reader, writer) = {
         let mut st = shared.state.borrow_mut();
         if st.closed.is_none() {
             st.closed = Some(cause);
         }
         let cause = st.closed.clone().expect("set above");
-        let finished = st.pipeline.drain();
-        for f in &finished {
-            if !f.abandoned {
-                let mut slot = f.waiter.slot.borrow_mut();
-                slot.answer = Some(Err(cause.clone()));
-            }
-        }
+        let deliveries: Vec<Delivery> = st
+            .pipeline
+            .drain()
+            .into_iter()
+            .filter(|f| !f.abandoned)
+            .map(|f| f.waiter.to.deliver(Err(cause.clone())))
+            .collect();
         st.outbox.clear();
-        (finished, st.reader.take(), st.writer.take())
+        (deliveries, st.reader.take(), st.writer.take())
     };
     shared.room.close();
-    // Wake outside the borrow: a woken task may run its poll at once on some executors.
-    for f in finished {
-        let waker = f.waiter.slot.borrow_mut().waker.take();
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
+    // Wake and call outside the borrow: a woken task may run its poll at once on some
+    // executors, and a callback may use the client again.
+    deliveries.into_iter().for_each(Delivery::run);
     if let Some(w) = reader {
         w.wake();
     }
@@ -318,16 +393,10 @@ async fn read_loop(shared: Rc<Shared>) {
             match finished {
                 Ok(f) if f.abandoned => {}
                 Ok(f) => {
-                    let waker = {
-                        let mut slot = f.waiter.slot.borrow_mut();
-                        slot.answer = Some(answer);
-                        slot.waker.take()
-                    };
+                    let delivery = f.waiter.to.deliver(answer);
                     // The permit in `f.waiter` goes back to the room here.
                     drop(f);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
+                    delivery.run();
                 }
                 Err(e) => break 'conn Error::Protocol(e),
             }
@@ -409,19 +478,10 @@ async fn sweep_loop(shared: std::rc::Weak<Shared>, period: Duration) {
             // More than the periods of a timeout: a request queued just before a sweep
             // has seen one more sweep than periods have passed.
             |w| now.wrapping_sub(w.queued_in_sweep) > TIMEOUT_SWEEP_PERIODS,
-            |w| expired.push(w.slot.clone()),
+            |w| expired.push(w.to.deliver(Err(Error::Timeout))),
         );
-        // Wake outside the borrow of the state, as `close` does.
-        for slot in &expired {
-            let waker = {
-                let mut slot = slot.borrow_mut();
-                slot.answer = Some(Err(Error::Timeout));
-                slot.waker.take()
-            };
-            if let Some(w) = waker {
-                w.wake();
-            }
-        }
+        // Wake and call outside the borrow of the state, as `close` does.
+        expired.into_iter().for_each(Delivery::run);
         if outcome == Abandoned::TooMany {
             close(&shared, Error::Closed);
             return;

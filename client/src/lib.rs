@@ -46,6 +46,7 @@ pub mod retry;
 
 pub use client::{Client, ClientConfig};
 pub use cluster::ClusterConn;
+pub use conn::Then;
 pub use error::{Error, ProtocolError, Result};
 pub use ops::{create_table_request, BatchItems, Deleted, QueryPage, ScanPage, TablesPage};
 pub use proto;

@@ -340,6 +340,87 @@ fn a_request_on_a_ready_connection_times_out_after_the_timeout_not_before() {
     });
 }
 
+/// A request's frame as `Client::try_call_frame_then` takes it: its header and payload.
+fn frame_parts(request: &Request) -> ([u8; proto::HEADER_BYTES], Vec<u8>) {
+    let frame = proto::encode_request(0, request, 0);
+    let (header, payload) = frame.split_at(proto::HEADER_BYTES);
+    (header.try_into().expect("a whole header"), payload.to_vec())
+}
+
+/// Queues `request` with a callback and waits for what the callback gets: `Ok(response)`,
+/// or the error.
+async fn call_then(client: &Client, request: &Request) -> Result<Response, Error> {
+    let (header, payload) = frame_parts(request);
+    let got = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let then: client::Then = {
+        let got = got.clone();
+        Box::new(move |answer| *got.borrow_mut() = Some(answer))
+    };
+    assert!(
+        client.try_call_frame_then(&header, &payload, then).is_ok(),
+        "a live connection with room takes the request at once"
+    );
+    loop {
+        if let Some(answer) = got.borrow_mut().take() {
+            return answer.map(|frame| proto::decode_checked_response(&frame).unwrap());
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn a_callback_gets_the_answer_an_error_answer_a_timeout_or_the_closed_connection() {
+    let server = serve(|r, stats| match r {
+        Request::Put(p) if p.value == b"ignore" => Action::Ignore,
+        Request::Put(p) if p.value == b"close" => Action::Close,
+        Request::Get(_) if stats.count("get") == 3 => {
+            Action::Reply(Response::Error(proto::Error::NotFound))
+        }
+        r => Action::Reply(echo(r)),
+    });
+    let addr = server.addr;
+    run(move || async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        client
+            .get("t1x", key(1), Consistency::Strong)
+            .await
+            .unwrap();
+        let get = |k| {
+            Request::Get(proto::Get {
+                table: "t1x".into(),
+                key: key(k),
+                consistency: Consistency::Strong,
+            })
+        };
+        let put = |v: &[u8]| {
+            Request::Put(proto::Put {
+                table: "t1x".into(),
+                key: key(1),
+                value: v.to_vec(),
+                condition: Condition::None,
+            })
+        };
+        // An answer, then an error answer (as `call_frame` reports them).
+        let answer = call_then(&client, &get(2)).await.unwrap();
+        assert_eq!(answer, echo(&get(2)));
+        let e = call_then(&client, &get(3)).await.unwrap_err();
+        assert!(matches!(e, Error::Server(proto::Error::NotFound)), "{e}");
+        // No answer: the connection's sweep times it out, not before the timeout.
+        let start = std::time::Instant::now();
+        let e = call_then(&client, &put(b"ignore")).await.unwrap_err();
+        assert!(matches!(e, Error::Timeout), "{e}");
+        assert!(start.elapsed() >= config(addr).request_timeout);
+        // The connection closes under the request: the callback hears of it, never retried.
+        let e = call_then(&client, &put(b"close")).await.unwrap_err();
+        assert!(!matches!(e, Error::Server(_) | Error::Timeout), "{e}");
+    });
+    assert_eq!(
+        server.stats.count("put"),
+        2,
+        "callbacks' requests are sent once"
+    );
+}
+
 #[test]
 fn throttled_and_unavailable_writes_are_retried_and_other_errors_are_not() {
     let server = serve(|r, stats| match r {

@@ -8,8 +8,9 @@
 //! frames to [`Service::serve_cluster`].
 //!
 //! A connection is one task running a small state machine ([`serve_connection`]): read
-//! bytes, split frames with `proto::FrameReader`, spawn a task per request, write what the
-//! tasks answered. Bounds ([`ServerLimits`], each daemon's own):
+//! bytes, split frames with `proto::FrameReader`, answer at once what needs no waiting,
+//! hand relayed frames to the service with a [`ReplySink`], spawn a task for every other
+//! request, write what was answered. Bounds ([`ServerLimits`], each daemon's own):
 //!
 //! - at `requests_in_flight_per_connection_max` requests in flight, or
 //!   `response_backlog_bytes_max` bytes of answers the client has not read, it stops
@@ -62,16 +63,20 @@ pub trait Service: 'static {
     }
 
     /// Takes a request frame to answer without decoding it (a router relaying a frame to
-    /// the node that owns its item, and the node's answer back), or hands the frame back
-    /// to be decoded and served by [`Service::serve_now`] or [`Service::serve`]. The
-    /// frame's header and checksum are checked already (`proto::check_request`); one whose
-    /// payload is not valid must be handed back, so that it gets the usual typed error. By
+    /// the node that owns its item, and the node's answer back) through `sink`, now or
+    /// later, from any task or callback of this core; or hands both back, for the frame to
+    /// be decoded and served by [`Service::serve_now`] or [`Service::serve`]. The frame's
+    /// header and checksum are checked already (`proto::check_request`); one whose payload
+    /// is not valid must be handed back, so that it gets the usual typed error. No task is
+    /// spawned for a taken frame: a service that answers from a callback (an answer that
+    /// arrived on another connection) saves a task and two wake-ups per request. By
     /// default: every frame is handed back.
     fn relay(
         self: Rc<Self>,
         frame: proto::Frame,
-    ) -> Result<impl Future<Output = Relayed>, proto::Frame> {
-        Err::<std::future::Ready<Relayed>, _>(frame)
+        sink: ReplySink,
+    ) -> Result<(), (proto::Frame, ReplySink)> {
+        Err((frame, sink))
     }
 
     /// Answers one cluster message. By default: a typed refusal (a daemon that takes none).
@@ -83,6 +88,56 @@ pub trait Service: 'static {
         std::future::ready(proto::cluster::ClusterReply::Error(proto::Error::invalid(
             "this daemon takes no cluster messages",
         )))
+    }
+}
+
+/// Where the answer to one relayed request goes ([`Service::relay`]): the request's
+/// connection, under its request id. It counts as a request in flight on that connection
+/// until it is answered. Dropped unanswered (a bug, or the core stopping), it answers
+/// `Internal` itself, so that the client is never left waiting.
+pub struct ReplySink {
+    outbox: Rc<Outbox>,
+    request_id: u64,
+    answered: bool,
+}
+
+impl ReplySink {
+    fn new(outbox: Rc<Outbox>, request_id: u64) -> ReplySink {
+        outbox.in_flight.set(outbox.in_flight.get() + 1);
+        ReplySink {
+            outbox,
+            request_id,
+            answered: false,
+        }
+    }
+
+    /// Queues the answer for the client's connection.
+    pub fn send(mut self, answer: &Relayed) {
+        self.outbox.push_relayed(self.request_id, answer);
+        self.finish();
+    }
+
+    /// Gives the frame back to the server unanswered (the service did not take it).
+    fn hand_back(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.answered = true;
+        self.outbox.in_flight.set(self.outbox.in_flight.get() - 1);
+    }
+}
+
+impl Drop for ReplySink {
+    fn drop(&mut self) {
+        if !self.answered {
+            let error = proto::Error::internal("the relayed request was dropped unanswered");
+            self.outbox.push(&proto::encode_response(
+                self.request_id,
+                &proto::Response::Error(error),
+            ));
+            self.finish();
+        }
     }
 }
 
@@ -442,19 +497,13 @@ pub async fn serve_connection<S: Service>(
                         outbox.push(&proto::encode_response(id, &proto::Response::Error(e)));
                         continue;
                     }
-                    let frame = match service.clone().relay(frame) {
-                        Ok(relaying) => {
-                            outbox.in_flight.set(outbox.in_flight.get() + 1);
-                            let outbox = outbox.clone();
-                            glommio::spawn_local(async move {
-                                let answer = relaying.await;
-                                outbox.push_relayed(id, &answer);
-                                outbox.in_flight.set(outbox.in_flight.get() - 1);
-                            })
-                            .detach();
-                            continue;
+                    let sink = ReplySink::new(outbox.clone(), id);
+                    let frame = match service.clone().relay(frame, sink) {
+                        Ok(()) => continue,
+                        Err((frame, sink)) => {
+                            sink.hand_back();
+                            frame
                         }
-                        Err(frame) => frame,
                     };
                     match proto::decode_checked_request(&frame) {
                         Err(e) => {

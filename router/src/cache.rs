@@ -217,6 +217,16 @@ impl RouteCache {
         found
     }
 
+    /// The route holding `hash` in `table`, counted as a hit if it is there; a miss is not
+    /// counted, for the caller's [`RouteCache::lookup`] on its slower way to count it.
+    pub fn lookup_hit(&mut self, table: &str, hash: u128) -> Option<CachedRoute> {
+        let found = self.peek(table, hash);
+        if found.is_some() {
+            self.stats.hits += 1;
+        }
+        found
+    }
+
     /// The route holding `hash` in `table`, not counted (a re-check after a wait).
     pub fn peek(&self, table: &str, hash: u128) -> Option<CachedRoute> {
         let id = *self.tables.get(table)?;

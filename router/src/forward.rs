@@ -20,11 +20,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use daemon::server::Relayed;
+use daemon::server::{Relayed, ReplySink};
 use glommio::sync::Semaphore;
 use proto::cluster::Route;
 use proto::{
@@ -559,6 +558,79 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms)
 }
 
+impl Router {
+    /// The node's answer to a relayed frame sent the fast way (`Service::relay`): passed
+    /// on as it came, or, for a refusal or a failure the slow way would retry, the request
+    /// sent again the slow way (a refusal says nothing was done). A write whose outcome is
+    /// unknown is not sent again, as on the slow way.
+    fn relay_answered(
+        self: Rc<Self>,
+        answer: Result<Frame, client::Error>,
+        frame: Frame,
+        header: [u8; HEADER_BYTES],
+        hash: u128,
+        idempotent: bool,
+        sink: ReplySink,
+    ) {
+        let failure = match answer {
+            Ok(answer) => return sink.send(&Relayed::Frame(answer)),
+            Err(client::Error::Server(e)) => match e {
+                Error::WrongOwner { .. }
+                | Error::Unavailable { .. }
+                | Error::UnknownTable { .. } => None,
+                e => return sink.send(&Relayed::Response(Response::Error(e))),
+            },
+            Err(e) => Some(e),
+        };
+        match failure {
+            Some(e) if !idempotent => {
+                bump(&self.stats.errors);
+                let error = Error::internal(format!(
+                    "the connection to the node failed after the write was sent ({e}): its \
+                     outcome is unknown"
+                ));
+                sink.send(&Relayed::Response(Response::Error(error)))
+            }
+            _ => {
+                bump(&self.stats.retries);
+                self.relay_slow(frame, header, hash, idempotent, sink)
+            }
+        }
+    }
+
+    /// Relays a frame the way that can wait (for meta, a connect, room) and retry, in a
+    /// task of its own; the answer goes to `sink`.
+    fn relay_slow(
+        self: Rc<Self>,
+        frame: Frame,
+        header: [u8; HEADER_BYTES],
+        hash: u128,
+        idempotent: bool,
+        sink: ReplySink,
+    ) {
+        // Boxed: the forward's future (route, retry, the node call) is about a kilobyte,
+        // and glommio's spawn copies a future several times.
+        glommio::spawn_local(Box::pin(async move {
+            let table = match proto::access_checked_request(&frame).map(proto::item_target) {
+                Ok(Some(Ok(t))) => t.table.to_owned(),
+                _ => {
+                    let e = Error::internal("a relayed frame could no longer be read");
+                    return sink.send(&Relayed::Response(Response::Error(e)));
+                }
+            };
+            let answer = match self
+                .forward_frame(&table, hash, &header, &frame.payload, idempotent)
+                .await
+            {
+                Ok(answer) => Relayed::Frame(answer),
+                Err(e) => Relayed::Response(Response::Error(e)),
+            };
+            sink.send(&answer);
+        }))
+        .detach();
+    }
+}
+
 fn unexpected_answer(asked: &str, got: &Response) -> Error {
     Error::internal(format!(
         "a node answered a {asked} part with {}",
@@ -577,34 +649,57 @@ impl daemon::server::Service for Router {
     /// refusal the router retries. Re-encoding both took four rkyv passes and two copies of
     /// the item per request. Everything else (and anything invalid, for its typed error)
     /// is handed back and served decoded.
-    fn relay(self: Rc<Self>, frame: Frame) -> Result<impl Future<Output = Relayed>, Frame> {
-        let target = match proto::access_checked_request(&frame).map(proto::item_target) {
-            Ok(Some(Ok(t))) => t,
-            _ => return Err(frame),
+    ///
+    /// The common case takes no task: with the route cached and the node's connection
+    /// ready, the frame is queued at once and the node's answer goes from that
+    /// connection's reader straight to the client's connection ([`Router::relay_answered`]).
+    /// A miss, a connection that is not ready, a refusal or a failed connection goes the
+    /// way that can wait and retry ([`Router::relay_slow`], in a task of its own).
+    fn relay(self: Rc<Self>, frame: Frame, sink: ReplySink) -> Result<(), (Frame, ReplySink)> {
+        let (hash, idempotent, route) =
+            match proto::access_checked_request(&frame).map(proto::item_target) {
+                Ok(Some(Ok(t))) => {
+                    let hash = proto::partition_key_hash(t.partition_key);
+                    let route = self.cache.borrow_mut().lookup_hit(t.table, hash);
+                    (hash, t.idempotent, route)
+                }
+                _ => return Err((frame, sink)),
+            };
+        bump(&self.stats.requests);
+        // The router's own header: no flags a client may have set.
+        let header = FrameHeader {
+            request_id: 0,
+            flags: 0,
+            ..frame.header
+        }
+        .encode();
+        let client = route
+            .as_ref()
+            .and_then(|r| r.leader)
+            .and_then(|addr| self.nodes.ready_client(addr));
+        let Some(client) = client else {
+            self.relay_slow(frame, header, hash, idempotent, sink);
+            return Ok(());
         };
-        let table = target.table.to_owned();
-        let hash = proto::partition_key_hash(target.partition_key);
-        let idempotent = target.idempotent;
-        // Boxed: the relay's future holds the whole forward (route, retry, the node call)
-        // and is about a kilobyte; spawned as it is, glommio copied it several times per
-        // request (6.5 % of the router's CPU at its maximum). A box is one copy.
-        Ok(Box::pin(async move {
-            bump(&self.stats.requests);
-            // The router's own header: no flags a client may have set.
-            let header = FrameHeader {
-                request_id: 0,
-                flags: 0,
-                ..frame.header
-            }
-            .encode();
-            match self
-                .forward_frame(&table, hash, &header, &frame.payload, idempotent)
-                .await
-            {
-                Ok(answer) => Relayed::Frame(answer),
-                Err(e) => Relayed::Response(Response::Error(e)),
-            }
-        }))
+        bump(&self.stats.forwarded);
+        // What a retry needs (the frame, and the client's sink) waits here for the answer.
+        // The callback runs from the node connection's reader, sweep or close, all later
+        // tasks; should it ever find nothing, the sink was dropped and answered `Internal`.
+        let pending = Rc::new(Cell::new(None::<(Frame, ReplySink)>));
+        let then: client::Then = {
+            let (pending, router) = (pending.clone(), self.clone());
+            Box::new(move |answer| {
+                if let Some((frame, sink)) = pending.take() {
+                    router.relay_answered(answer, frame, header, hash, idempotent, sink);
+                }
+            })
+        };
+        match client.try_call_frame_then(&header, &frame.payload, then) {
+            Ok(()) => pending.set(Some((frame, sink))),
+            // Not queued after all (the connection died just now): the slow way.
+            Err(_) => self.relay_slow(frame, header, hash, idempotent, sink),
+        }
+        Ok(())
     }
 
     async fn serve_cluster(

@@ -95,6 +95,13 @@ impl NodePool {
         }
     }
 
+    /// The client for `addr` if it is connected already (nothing is opened).
+    pub fn ready_client(&self, addr: SocketAddr) -> Option<Client> {
+        let slots = self.slots.borrow();
+        let client = slots.get(&addr)?.client.borrow();
+        client.clone()
+    }
+
     async fn client(&self, addr: SocketAddr) -> Result<Client, NodeFailure> {
         let slot = self.slot(addr);
         if let Some(c) = slot.client.borrow().as_ref() {
