@@ -18,7 +18,9 @@ pub const RETRY_BACKOFF_MS_MAX: u64 = 160;
 
 /// How long one forwarded request may take at a node: connecting (when no connection is
 /// open), sending and the answer. A node that is down refuses the connect at once; this
-/// bounds a node that hangs, so that a request never waits forever.
+/// bounds a node that hangs, so that a request never waits forever. A request queued at
+/// once on a ready connection is timed out by the connection's sweep, after 1 to 1.25
+/// times this (`client::limits::TIMEOUT_SWEEP_PERIODS`).
 pub const NODE_REQUEST_TIMEOUT_MS: u64 = 3_000;
 
 /// Pipelined connections one core keeps to each node core it forwards to. One carries 512
@@ -117,8 +119,11 @@ pub const EXECUTOR_START_RETRY_MS: u64 = 200;
 
 const _: () = assert!(RETRY_BACKOFF_MS_INITIAL <= RETRY_BACKOFF_MS_MAX);
 const _: () = assert!(ROUTE_RECHECK_MS_MIN < REFRESH_INTERVAL_MS_DEFAULT);
+// A relayed request's first attempt (swept: up to 1.25 times the timeout), then one more
+// the slow way, a meta call and a back-off fit in the drain.
 const _: () = assert!(
-    DRAIN_TIMEOUT_MS > NODE_REQUEST_TIMEOUT_MS + META_CALL_TIMEOUT_MS + RETRY_BACKOFF_MS_MAX
+    DRAIN_TIMEOUT_MS
+        > NODE_REQUEST_TIMEOUT_MS * 5 / 4 * 2 + META_CALL_TIMEOUT_MS + RETRY_BACKOFF_MS_MAX
 );
 const _: () = assert!(
     RESPONSE_BACKLOG_BYTES_MAX >= proto::limits::FRAME_PAYLOAD_BYTES_MAX + proto::HEADER_BYTES
