@@ -253,6 +253,29 @@ fn a_partition_moved_under_load_loses_no_acknowledged_write() {
     let moved = after.iter().find(|r| r.index == 0).expect("partition 0");
     assert_eq!(moved.replicas[0].node, to, "the route names the new node");
     assert!(moved.epoch > moving.epoch, "the move raised the epoch");
+    // The new node warms the moved partition's page cache, as a restarted node does.
+    let target = cluster
+        .nodes
+        .iter()
+        .find(|n| n.id == to)
+        .expect("the target");
+    let warmed = format!("partition={}", moving.partition_id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = target.daemon.log_tail(200);
+        if log
+            .lines()
+            .any(|l| l.contains("opened partition warmed") && l.contains(&warmed))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warm-up of partition {} logged by node {to}:\n{log}",
+            moving.partition_id
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Every acknowledged write is there with its latest acknowledged value.
     let acked = acked.lock().unwrap().clone();
     for i in 0..ITEMS {

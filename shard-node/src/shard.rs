@@ -168,6 +168,9 @@ pub struct Shard {
     /// Open connections.
     pub connections: Rc<Connections>,
     background: TaskQueueHandle,
+    /// The page-cache warm-ups under way (at start-up, and of partitions a catalog opened
+    /// since, such as one moved here): closed, and waited for, before the final checkpoint.
+    warming: glommio::sync::Gate,
     stopping: Cell<bool>,
     /// Counters.
     pub stats: ShardStats,
@@ -306,7 +309,7 @@ impl Shard {
 
     /// Adopts `next` (from core 0): opens the partitions it gives this core, drops the ones
     /// it took away (deleting their tree files and releasing their WAL streams).
-    pub async fn apply_catalog(&self, next: Arc<Catalog>) -> Result<(), String> {
+    pub async fn apply_catalog(self: &Rc<Self>, next: Arc<Catalog>) -> Result<(), String> {
         let _turn = self
             .catalog_lock
             .acquire_permit(1)
@@ -328,7 +331,18 @@ impl Shard {
             opened.push(self.open_partition(table, index, on_core).await?);
         }
         for p in opened {
-            self.partitions.borrow_mut().insert(p.id, p);
+            self.partitions.borrow_mut().insert(p.id, p.clone());
+            // A partition moved here arrives with its whole tree and a cold cache: warm it
+            // as at start-up, so that its first requests do not each wait for the disk (a
+            // new partition is one page, and done at once).
+            let warming = self
+                .warming
+                .spawn_into(self.clone().warm_opened(p), self.background);
+            match warming {
+                Ok(task) => drop(task.detach()),
+                // Closed: the core is stopping, and a cold cache no longer matters.
+                Err(e) => tracing::debug!(core = me, error = %e, "no warm-up: stopping"),
+            }
         }
         *self.catalog.borrow_mut() = next.clone();
         // Drop what is gone, after the catalog stopped naming it.
@@ -401,6 +415,28 @@ impl Shard {
             ms = started.elapsed().as_millis() as u64,
             "page caches warmed"
         );
+    }
+
+    /// Warms one partition a catalog opened while the core serves (see
+    /// [`Shard::apply_catalog`]), and says so.
+    async fn warm_opened(self: Rc<Self>, p: Rc<LocalPartition>) {
+        let started = Instant::now();
+        // A new partition is empty: not worth a line per partition of a new table.
+        let items = p.replica.view().await.len();
+        match self.warm_partition(&p).await {
+            Ok(_) if items == 0 => {}
+            Ok(pages) => tracing::info!(
+                core = self.index,
+                partition = p.id,
+                items,
+                pages,
+                ms = started.elapsed().as_millis() as u64,
+                "page cache of an opened partition warmed"
+            ),
+            Err(e) => {
+                tracing::warn!(core = self.index, partition = p.id, error = %e, "warm-up stopped")
+            }
+        }
     }
 
     /// Warms one partition (see [`Shard::warm_up`]); returns the pages it asked for.
@@ -635,6 +671,7 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         inbox: crate::moving::Inbox::default(),
         connections: Rc::new(Connections::new(crate::limits::SERVER_LIMITS)),
         background,
+        warming: glommio::sync::Gate::new(),
         stopping: Cell::new(false),
         stats: ShardStats::default(),
     });
@@ -699,8 +736,11 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
         )));
     }
     let _ = events.send(CoreEvent::Listening { core: index });
-    let warm = glommio::spawn_local_into(shard.clone().warm_up(), shard.background)
-        .map_err(|e| format!("spawning the warm-up: {e}"))?;
+    shard
+        .warming
+        .spawn_into(shard.clone().warm_up(), shard.background)
+        .map_err(|e| format!("spawning the warm-up: {e}"))?
+        .detach();
     let agent = match (index, &config.meta) {
         (0, Some(meta)) => {
             let meta: std::net::SocketAddr = meta
@@ -740,7 +780,9 @@ pub async fn run(start: CoreStart) -> Result<(), String> {
     let _ = drained.arrive_and_wait().await;
 
     shard.stopping.set(true);
-    warm.await;
+    if let Err(e) = shard.warming.close().await {
+        tracing::warn!(core = index, error = %e, "waiting for the warm-ups");
+    }
     ticker.await;
     checkpointer.await;
     let parts: Vec<_> = shard.partitions.borrow().values().cloned().collect();
