@@ -48,8 +48,8 @@ struct Slot {
 }
 
 /// What is called with the answer to a request queued by [`Conn::call_then`]: the
-/// answer's frame checked as [`crate::Client::call_frame`] checks it (an error answer is
-/// `Err(Error::Server)`), or why none came.
+/// answer's frame checked as [`crate::Client::try_call_frame_then`] says (an error answer
+/// is `Err(Error::Server)`), or why none came.
 pub type Then = Box<dyn FnOnce(Result<Frame>)>;
 
 /// Where one request's answer goes.
@@ -89,7 +89,7 @@ impl Delivery {
         match self {
             Delivery::Nothing => {}
             Delivery::Wake(w) => w.wake(),
-            Delivery::Call(then, answer) => then(crate::client::check_answer(answer)),
+            Delivery::Call(then, answer) => then(crate::client::check_relayed_answer(answer)),
         }
     }
 }

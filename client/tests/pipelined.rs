@@ -27,6 +27,8 @@ enum Action {
     /// Keep it; answer every kept request (with the given response) once `hold_until` are
     /// kept on this connection.
     Hold(Response),
+    /// Answer with a frame whose header's crc32 does not match its (intact) payload.
+    ReplyBadChecksum(Response),
 }
 
 type Script = dyn Fn(&Request, &Stats) -> Action + Send + Sync;
@@ -92,7 +94,7 @@ fn serve_holding(
 fn connection(mut stream: TcpStream, stats: &Stats, script: &Script, hold_until: usize) {
     let mut frames = proto::FrameReader::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut held: Vec<(u64, Response)> = Vec::new();
+    let mut held: Vec<(u64, Response, bool)> = Vec::new();
     let mut unanswered = 0usize;
     loop {
         let n = match stream.read(&mut buf) {
@@ -113,18 +115,23 @@ fn connection(mut stream: TcpStream, stats: &Stats, script: &Script, hold_until:
             unanswered += 1;
             stats.max_unanswered.fetch_max(unanswered, Ordering::SeqCst);
             match script(&request, stats) {
-                Action::Reply(r) => answers.push((id, r)),
+                Action::Reply(r) => answers.push((id, r, false)),
+                Action::ReplyBadChecksum(r) => answers.push((id, r, true)),
                 Action::Close => return,
                 Action::Ignore => {}
-                Action::Hold(r) => held.push((id, r)),
+                Action::Hold(r) => held.push((id, r, false)),
             }
         }
         if held.len() >= hold_until {
             answers.append(&mut held);
         }
         let mut out = Vec::new();
-        for (id, r) in answers.iter().rev() {
+        for (id, r, bad_checksum) in answers.iter().rev() {
+            let at = out.len();
             out.extend_from_slice(&proto::encode_response(*id, r));
+            if *bad_checksum {
+                out[at + 20] ^= 1; // the header's payload crc32 starts at byte 20
+            }
         }
         unanswered -= answers.len();
         if stream.write_all(&out).is_err() {
@@ -419,6 +426,60 @@ fn a_callback_gets_the_answer_an_error_answer_a_timeout_or_the_closed_connection
         2,
         "callbacks' requests are sent once"
     );
+}
+
+#[test]
+fn a_relayed_answer_is_checksummed_only_when_it_is_an_error_the_caller_acts_on() {
+    // A callback's frame is passed on unchanged by a relay, whose client checks the
+    // checksum end to end; an error answer is read and acted on, so it is checked here.
+    let server = serve(|r, _| match r {
+        Request::Get(_) => Action::ReplyBadChecksum(echo(r)),
+        Request::Put(_) => Action::ReplyBadChecksum(Response::Error(proto::Error::NotFound)),
+        r => Action::Reply(echo(r)),
+    });
+    let addr = server.addr;
+    run(move || async move {
+        let client = Client::connect(config(addr)).await.unwrap();
+        // The plain path checks every answer's checksum.
+        let e = client
+            .get("t1x", key(1), Consistency::Strong)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Protocol(_)), "{e}");
+        let get = Request::Get(proto::Get {
+            table: "t1x".into(),
+            key: key(2),
+            consistency: Consistency::Strong,
+        });
+        let (header, payload) = frame_parts(&get);
+        let got = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let then: client::Then = {
+            let got = got.clone();
+            Box::new(move |answer| *got.borrow_mut() = Some(answer))
+        };
+        client
+            .try_call_frame_then(&header, &payload, then)
+            .unwrap_or_else(|_| panic!("queued"));
+        let frame = loop {
+            if let Some(answer) = got.borrow_mut().take() {
+                break answer.expect("passed on unchecked");
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        };
+        // Whoever it is passed on to finds the mismatch.
+        assert!(proto::frame::check_checksum(&frame).is_err());
+        let put = Request::Put(proto::Put {
+            table: "t1x".into(),
+            key: key(3),
+            value: b"v".to_vec(),
+            condition: Condition::None,
+        });
+        let e = call_then(&client, &put).await.unwrap_err();
+        assert!(
+            matches!(e, Error::Protocol(_)),
+            "an error answer is checked: {e}"
+        );
+    });
 }
 
 #[test]
