@@ -201,7 +201,7 @@ impl Client {
                 // Queued at once: the connection's sweep bounds the wait for the answer.
                 Some((conn, room)) => {
                     let queued = conn.call_with_room(room, header, payload, &sent);
-                    check_answer(queued.await)
+                    check_answer(queued.await, Checksums::All)
                 }
                 None => {
                     future::or(self.attempt(header, payload, &sent), async {
@@ -238,8 +238,9 @@ impl Client {
     /// Queues a request frame now, if a connection can take it without waiting (live, with
     /// room), and calls `then` with the answer's frame, checked as [`Client::call_frame`]
     /// checks it (but its checksum only if it is an error answer: the frame is meant to be
-    /// passed on unchanged to a client that checks it), or with why none came: the connection failed (the outcome is unknown) or
-    /// the answer took longer than the request timeout (1 to 1.25 times it). No task and no
+    /// passed on unchanged to a client that checks it), or with why none came: the
+    /// connection failed (the outcome is unknown) or the answer took longer than the
+    /// request timeout (1 to 1.25 times it). No task and no
     /// timer of its own; one attempt, never retried. Otherwise (no connection ready, or a
     /// payload over the frame limit) nothing is sent and `then` comes back, for the caller
     /// to take the path that waits ([`Client::call_frame`]).
@@ -270,7 +271,7 @@ impl Client {
         sent: &Cell<bool>,
     ) -> Result<Frame> {
         let conn = self.pick().await?;
-        check_answer(conn.call(header, payload, sent).await)
+        check_answer(conn.call(header, payload, sent).await, Checksums::All)
     }
 
     /// The next connection in turn, if it is live and has room now, with its room taken:
@@ -455,36 +456,40 @@ impl Client {
     }
 }
 
+/// Which answers' checksums [`check_answer`] computes.
+#[derive(Clone, Copy)]
+pub(crate) enum Checksums {
+    /// Every answer's: the caller reads it.
+    All,
+    /// Only an error answer's, which the caller reads and acts on: any other answer is
+    /// passed on unchanged ([`Client::try_call_frame_then`]) to a client that checks it,
+    /// end to end. The checksum of a 1 KB answer was about 4 % of a router's CPU.
+    ErrorsOnly,
+}
+
+/// The answer's frame, validated with `rkyv::access` and its checksum checked as
+/// `checksums` says, or the server's error answer as `Err(Error::Server)` (which the retry
+/// policy reads).
+pub(crate) fn check_answer(answer: Result<Frame>, checksums: Checksums) -> Result<Frame> {
+    let frame = answer?;
+    let bad = |e| Error::Protocol(ProtocolError::BadResponse(e));
+    let checksum = |frame: &Frame| proto::frame::check_checksum(frame).map_err(bad);
+    if let Checksums::All = checksums {
+        checksum(&frame)?;
+    }
+    if let proto::ArchivedResponse::Error(e) =
+        proto::frame::access_response_unchecksummed(&frame).map_err(bad)?
+    {
+        if let Checksums::ErrorsOnly = checksums {
+            checksum(&frame)?;
+        }
+        return Err(Error::Server(proto::deserialize_error(e).map_err(bad)?));
+    }
+    Ok(frame)
+}
+
 /// Slot `i`'s connection, opened if it is missing or dead: the slot's first address,
 /// then the others in turn.
-/// The answer's frame, checked, or the server's error answer as `Err(Error::Server)` (which
-/// the retry policy reads).
-pub(crate) fn check_answer(answer: Result<Frame>) -> Result<Frame> {
-    let frame = answer?;
-    let bad = |e| Error::Protocol(ProtocolError::BadResponse(e));
-    if let proto::ArchivedResponse::Error(e) = proto::access_response(&frame).map_err(bad)? {
-        return Err(Error::Server(proto::deserialize_error(e).map_err(bad)?));
-    }
-    Ok(frame)
-}
-
-/// [`check_answer`] for a frame that is passed on unchanged ([`Client::try_call_frame_then`]):
-/// validated with `rkyv::access`, but its checksum is computed only for an error answer,
-/// which the caller reads and acts on; any other answer's checksum is the job of the client
-/// it is passed on to, end to end. The checksum of a 1 KB answer was about 4 % of a router's
-/// CPU.
-pub(crate) fn check_relayed_answer(answer: Result<Frame>) -> Result<Frame> {
-    let frame = answer?;
-    let bad = |e| Error::Protocol(ProtocolError::BadResponse(e));
-    if let proto::ArchivedResponse::Error(e) =
-        proto::frame::access_response_relayed(&frame).map_err(bad)?
-    {
-        proto::frame::check_checksum(&frame).map_err(bad)?;
-        return Err(Error::Server(proto::deserialize_error(e).map_err(bad)?));
-    }
-    Ok(frame)
-}
-
 async fn slot_conn(inner: &Inner, i: usize) -> Result<Rc<Conn>> {
     let slot = &inner.slots[i];
     let _one_connect = slot

@@ -1,7 +1,8 @@
 //! One pipelined connection on glommio: an outbox flushed by one writer task, a reader task
 //! that dispatches answers by request id.
 //!
-//! Callers append their request's frame to the outbox and wait on their own slot. The
+//! Callers append their request's frame to the outbox and wait on their own slot (or leave
+//! a callback, [`Conn::call_then`]). The
 //! writer takes the whole outbox at once, so the frames of every request queued while the
 //! previous write was in the kernel go out in one system call. The reader splits the byte
 //! stream into frames and hands each answer to its waiter ([`Pipeline`]). Room: a request
@@ -14,8 +15,8 @@
 //! with [`Error::Closed`], and both tasks end, which closes the socket.
 //!
 //! Timeouts: a third task, the sweep, wakes every `request_timeout /`
-//! [`TIMEOUT_SWEEP_PERIODS`] and fails with [`Error::Timeout`] each request that has waited
-//! [`TIMEOUT_SWEEP_PERIODS`] periods or more (so between 1 and 1.25 times the timeout); the
+//! [`TIMEOUT_SWEEP_PERIODS`] and fails with [`Error::Timeout`] each request that has seen
+//! more than [`TIMEOUT_SWEEP_PERIODS`] sweeps (so after 1 to 1.25 times the timeout); the
 //! request is then abandoned, as a caller that gives up abandons it. One timer per
 //! connection instead of one per request: a timer per request cost a clock read and two
 //! timer-map updates each, several per cent of a router's CPU.
@@ -89,7 +90,10 @@ impl Delivery {
         match self {
             Delivery::Nothing => {}
             Delivery::Wake(w) => w.wake(),
-            Delivery::Call(then, answer) => then(crate::client::check_relayed_answer(answer)),
+            Delivery::Call(then, answer) => then(crate::client::check_answer(
+                answer,
+                crate::client::Checksums::ErrorsOnly,
+            )),
         }
     }
 }

@@ -366,10 +366,10 @@ pub fn access_response(frame: &Frame) -> Result<&ArchivedResponse, Error> {
 
 /// [`access_response`] without the checksum: the version and kind are checked and the
 /// payload validated with `rkyv::access` (so reading it is safe), but a flipped bit is not
-/// caught. For a relay that passes the frame on unchanged to a client that checks the
-/// checksum itself, end to end; before the relay acts on what it read (an error answer it
-/// retries or re-encodes), it calls [`check_checksum`].
-pub fn access_response_relayed(frame: &Frame) -> Result<&ArchivedResponse, Error> {
+/// caught. For a caller that checks the checksum itself ([`check_checksum`]) when it acts on
+/// what it read, or a relay that passes the frame on unchanged to a client that checks it,
+/// end to end.
+pub fn access_response_unchecksummed(frame: &Frame) -> Result<&ArchivedResponse, Error> {
     check_header(frame, FrameKind::Response)?;
     rkyv::access::<ArchivedResponse, BoxedError>(&frame.payload)
         .map_err(|e| Error::bad_frame(format!("not a valid response: {e}")))
@@ -468,7 +468,7 @@ pub fn fuzz_one(data: &[u8]) {
         }
         let _ = decode_response(frame);
         // Without the checksum's gate, random payloads reach the validator.
-        if let Ok(ArchivedResponse::Error(e)) = access_response_relayed(frame) {
+        if let Ok(ArchivedResponse::Error(e)) = access_response_unchecksummed(frame) {
             let _ = deserialize_error(e);
         }
         if let Ok(message) = decode_cluster(frame) {

@@ -20,6 +20,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -211,12 +212,8 @@ impl Router {
             bump(&self.stats.forwarded);
             let (error, typed) = match self.nodes.call(addr, header, payload, idempotent).await {
                 Ok(r) => return Ok(r),
-                Err(NodeFailure::Answered(e)) => match e {
-                    Error::WrongOwner { .. }
-                    | Error::Unavailable { .. }
-                    | Error::UnknownTable { .. } => (e, true),
-                    e => return Err(e),
-                },
+                Err(NodeFailure::Answered(e)) if is_refusal(&e) => (e, true),
+                Err(NodeFailure::Answered(e)) => return Err(e),
                 Err(NodeFailure::NotSent(why)) => {
                     let leader = route.route.leader();
                     let error = Error::unavailable(format!(
@@ -236,10 +233,7 @@ impl Router {
                 }
                 Err(NodeFailure::Unknown(why)) => {
                     bump(&self.stats.errors);
-                    return Err(Error::internal(format!(
-                        "the connection to {addr} failed after the write was sent ({why}): \
-                         its outcome is unknown"
-                    )));
+                    return Err(outcome_unknown(addr, &why));
                 }
             };
             attempt += 1;
@@ -558,77 +552,93 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms)
 }
 
+/// A relayed request in flight: what answering it, or sending it again, needs.
+struct Relaying {
+    /// The client's frame, kept for a retry.
+    frame: Frame,
+    /// The router's own header for it (no flags a client may have set).
+    header: [u8; HEADER_BYTES],
+    /// Its partition key's hash.
+    hash: u128,
+    /// What `Request::is_idempotent` says of it.
+    idempotent: bool,
+    /// Where its answer goes.
+    sink: ReplySink,
+}
+
 impl Router {
-    /// The node's answer to a relayed frame sent the fast way (`Service::relay`): passed
-    /// on as it came, or, for a refusal or a failure the slow way would retry, the request
-    /// sent again the slow way (a refusal says nothing was done). A write whose outcome is
+    /// The node at `addr` answered a relayed request sent the fast way (`Service::relay`):
+    /// passed on as it came, or, for a refusal or a failure the slow way would retry, sent
+    /// again the slow way (a refusal says nothing was done). A write whose outcome is
     /// unknown is not sent again, as on the slow way.
     fn relay_answered(
         self: Rc<Self>,
         answer: Result<Frame, client::Error>,
-        frame: Frame,
-        header: [u8; HEADER_BYTES],
-        hash: u128,
-        idempotent: bool,
-        sink: ReplySink,
+        addr: SocketAddr,
+        r: Relaying,
     ) {
-        let failure = match answer {
-            Ok(answer) => return sink.send(&Relayed::Frame(answer)),
-            Err(client::Error::Server(e)) => match e {
-                Error::WrongOwner { .. }
-                | Error::Unavailable { .. }
-                | Error::UnknownTable { .. } => None,
-                e => return sink.send(&Relayed::Response(Response::Error(e))),
-            },
-            Err(e) => Some(e),
-        };
-        match failure {
-            Some(e) if !idempotent => {
-                bump(&self.stats.errors);
-                let error = Error::internal(format!(
-                    "the connection to the node failed after the write was sent ({e}): its \
-                     outcome is unknown"
-                ));
-                sink.send(&Relayed::Response(Response::Error(error)))
+        match answer.map_err(NodeFailure::of) {
+            Ok(answer) => r.sink.send(&Relayed::Frame(answer)),
+            Err(NodeFailure::Answered(e)) if !is_refusal(&e) => {
+                r.sink.send(&Relayed::Response(Response::Error(e)))
             }
-            _ => {
+            Err(NodeFailure::Unknown(why)) if !r.idempotent => {
+                bump(&self.stats.errors);
+                let error = outcome_unknown(addr, &why);
+                r.sink.send(&Relayed::Response(Response::Error(error)))
+            }
+            // A refusal (nothing was done), or an idempotent request on a failed connection.
+            Err(_) => {
                 bump(&self.stats.retries);
-                self.relay_slow(frame, header, hash, idempotent, sink)
+                self.relay_slow(r)
             }
         }
     }
 
-    /// Relays a frame the way that can wait (for meta, a connect, room) and retry, in a
-    /// task of its own; the answer goes to `sink`.
-    fn relay_slow(
-        self: Rc<Self>,
-        frame: Frame,
-        header: [u8; HEADER_BYTES],
-        hash: u128,
-        idempotent: bool,
-        sink: ReplySink,
-    ) {
+    /// Relays a request the way that can wait (for meta, a connect, room) and retry, in a
+    /// task of its own.
+    fn relay_slow(self: Rc<Self>, r: Relaying) {
         // Boxed: the forward's future (route, retry, the node call) is about a kilobyte,
         // and glommio's spawn copies a future several times.
         glommio::spawn_local(Box::pin(async move {
-            let table = match proto::access_checked_request(&frame).map(proto::item_target) {
+            // Read in place again (the fast way keeps no copy of the table's name): the
+            // frame passed these checks in `relay` and has not changed since.
+            let table = match proto::access_checked_request(&r.frame).map(proto::item_target) {
                 Ok(Some(Ok(t))) => t.table.to_owned(),
                 _ => {
                     let e = Error::internal("a relayed frame could no longer be read");
-                    return sink.send(&Relayed::Response(Response::Error(e)));
+                    return r.sink.send(&Relayed::Response(Response::Error(e)));
                 }
             };
             let answer = match self
-                .forward_frame(&table, hash, &header, &frame.payload, idempotent)
+                .forward_frame(&table, r.hash, &r.header, &r.frame.payload, r.idempotent)
                 .await
             {
                 Ok(answer) => Relayed::Frame(answer),
                 Err(e) => Relayed::Response(Response::Error(e)),
             };
-            sink.send(&answer);
+            r.sink.send(&answer);
         }))
         .detach();
     }
+}
+
+/// Whether a node's error answer refuses the route (the request was not done, and another
+/// route, or the same one later, may take it): what the router retries.
+fn is_refusal(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::WrongOwner { .. } | Error::Unavailable { .. } | Error::UnknownTable { .. }
+    )
+}
+
+/// The answer to a write whose connection to `addr` failed after it was sent: it may or may
+/// not have been done, so it is not sent again.
+fn outcome_unknown(addr: SocketAddr, why: &str) -> Error {
+    Error::internal(format!(
+        "the connection to {addr} failed after the write was sent ({why}): its outcome is \
+         unknown"
+    ))
 }
 
 fn unexpected_answer(asked: &str, got: &Response) -> Error {
@@ -666,38 +676,41 @@ impl daemon::server::Service for Router {
                 _ => return Err((frame, sink)),
             };
         bump(&self.stats.requests);
-        // The router's own header: no flags a client may have set.
-        let header = FrameHeader {
-            request_id: 0,
-            flags: 0,
-            ..frame.header
-        }
-        .encode();
-        let client = route
-            .as_ref()
-            .and_then(|r| r.leader)
-            .and_then(|addr| self.nodes.ready_client(addr));
-        let Some(client) = client else {
-            self.relay_slow(frame, header, hash, idempotent, sink);
+        let r = Relaying {
+            header: FrameHeader {
+                request_id: 0,
+                flags: 0,
+                ..frame.header
+            }
+            .encode(),
+            frame,
+            hash,
+            idempotent,
+            sink,
+        };
+        let addr = route.as_ref().and_then(|route| route.leader);
+        let client = addr.and_then(|addr| Some((addr, self.nodes.ready_client(addr)?)));
+        let Some((addr, client)) = client else {
+            self.relay_slow(r);
             return Ok(());
         };
         bump(&self.stats.forwarded);
-        // What a retry needs (the frame, and the client's sink) waits here for the answer.
-        // The callback runs from the node connection's reader, sweep or close, all later
-        // tasks; should it ever find nothing, the sink was dropped and answered `Internal`.
-        let pending = Rc::new(Cell::new(None::<(Frame, ReplySink)>));
+        // The request waits here for its answer, for a retry. The callback runs from the
+        // node connection's reader, sweep or close, all later tasks; should it ever find
+        // nothing, the sink was dropped and answered `Internal`.
+        let pending = Rc::new(Cell::new(None::<Relaying>));
         let then: client::Then = {
             let (pending, router) = (pending.clone(), self.clone());
             Box::new(move |answer| {
-                if let Some((frame, sink)) = pending.take() {
-                    router.relay_answered(answer, frame, header, hash, idempotent, sink);
+                if let Some(r) = pending.take() {
+                    router.relay_answered(answer, addr, r);
                 }
             })
         };
-        match client.try_call_frame_then(&header, &frame.payload, then) {
-            Ok(()) => pending.set(Some((frame, sink))),
+        match client.try_call_frame_then(&r.header, &r.frame.payload, then) {
+            Ok(()) => pending.set(Some(r)),
             // Not queued after all (the connection died just now): the slow way.
-            Err(_) => self.relay_slow(frame, header, hash, idempotent, sink),
+            Err(_) => self.relay_slow(r),
         }
         Ok(())
     }

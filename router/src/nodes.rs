@@ -29,6 +29,20 @@ pub enum NodeFailure {
     Unknown(String),
 }
 
+impl NodeFailure {
+    /// How a call to a node failed, from the client's error.
+    pub fn of(e: client::Error) -> NodeFailure {
+        match e {
+            client::Error::Server(e) => NodeFailure::Answered(e),
+            client::Error::Io(e) if connect_failed(e.kind()) => NodeFailure::NotSent(e.to_string()),
+            e @ client::Error::FrameTooLarge { .. } => {
+                NodeFailure::Answered(proto::Error::internal(e.to_string()))
+            }
+            e => NodeFailure::Unknown(e.to_string()),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Slot {
     client: RefCell<Option<Client>>,
@@ -82,17 +96,10 @@ impl NodePool {
         idempotent: bool,
     ) -> Result<Frame, NodeFailure> {
         let client = self.client(addr).await?;
-        match client.call_frame(header, payload, idempotent).await {
-            Ok(r) => Ok(r),
-            Err(client::Error::Server(e)) => Err(NodeFailure::Answered(e)),
-            Err(client::Error::Io(e)) if connect_failed(e.kind()) => {
-                Err(NodeFailure::NotSent(e.to_string()))
-            }
-            Err(e @ client::Error::FrameTooLarge { .. }) => {
-                Err(NodeFailure::Answered(proto::Error::internal(e.to_string())))
-            }
-            Err(e) => Err(NodeFailure::Unknown(e.to_string())),
-        }
+        client
+            .call_frame(header, payload, idempotent)
+            .await
+            .map_err(NodeFailure::of)
     }
 
     /// The client for `addr` if it is connected already (nothing is opened).

@@ -141,6 +141,14 @@ fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
 }
 
+/// What warming one partition did ([`Shard::warm_partition`]).
+struct Warmed {
+    /// Pages it asked for (cached ones included).
+    pages: u64,
+    /// Items in the partition's tree.
+    items: u64,
+}
+
 /// One core's state (see the module doc).
 pub struct Shard {
     /// This core's index.
@@ -401,7 +409,7 @@ impl Shard {
         let mut pages = 0u64;
         for p in parts {
             match self.warm_partition(&p).await {
-                Ok(n) => pages += n,
+                Ok(warmed) => pages += warmed.pages,
                 // A damaged page shows itself to the request that reads it; the warm-up
                 // only moves on.
                 Err(e) => {
@@ -421,15 +429,14 @@ impl Shard {
     /// [`Shard::apply_catalog`]), and says so.
     async fn warm_opened(self: Rc<Self>, p: Rc<LocalPartition>) {
         let started = Instant::now();
-        // A new partition is empty: not worth a line per partition of a new table.
-        let items = p.replica.view().await.len();
         match self.warm_partition(&p).await {
-            Ok(_) if items == 0 => {}
-            Ok(pages) => tracing::info!(
+            // A new partition is empty: not worth a line per partition of a new table.
+            Ok(warmed) if warmed.items == 0 => {}
+            Ok(warmed) => tracing::info!(
                 core = self.index,
                 partition = p.id,
-                items,
-                pages,
+                items = warmed.items,
+                pages = warmed.pages,
                 ms = started.elapsed().as_millis() as u64,
                 "page cache of an opened partition warmed"
             ),
@@ -439,9 +446,14 @@ impl Shard {
         }
     }
 
-    /// Warms one partition (see [`Shard::warm_up`]); returns the pages it asked for.
-    async fn warm_partition(self: &Rc<Self>, p: &LocalPartition) -> Result<u64, String> {
+    /// Warms one partition (see [`Shard::warm_up`]); says how many pages it asked for, of
+    /// how many items.
+    async fn warm_partition(self: &Rc<Self>, p: &LocalPartition) -> Result<Warmed, String> {
         let view = p.replica.view().await;
+        let warmed = |pages| Warmed {
+            pages,
+            items: view.len(),
+        };
         let full = view.cache_bytes_max() / 100 * WARM_CACHE_PERCENT;
         let mut level = vec![view.root_page()];
         let mut pages = 0u64;
@@ -453,7 +465,7 @@ impl Shard {
                 .warm_runs(&view, singles, WARM_READS_IN_FLIGHT, full)
                 .await?;
             if self.draining() || view.cache_bytes() >= full {
-                return Ok(pages);
+                return Ok(warmed(pages));
             }
         }
         // The leaves (or a root that is one), by page id, in runs of neighbours.
@@ -468,7 +480,7 @@ impl Shard {
         }
         self.warm_runs(&view, runs, WARM_RUNS_IN_FLIGHT, full)
             .await?;
-        Ok(pages)
+        Ok(warmed(pages))
     }
 
     /// Reads `runs` into the cache, `in_flight` runs at a time, in order, until the cache is

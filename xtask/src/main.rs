@@ -290,19 +290,25 @@ fn fuzz_smoke(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn flag_value(args: &[String], flag: &str) -> Result<Option<u32>> {
+/// The word after `flag`, if `flag` is given.
+fn flag_str<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>> {
     match args.iter().position(|a| a == flag) {
         None => Ok(None),
-        Some(i) => {
-            let value = args
-                .get(i + 1)
-                .ok_or_else(|| format!("{flag} needs a value"))?;
+        Some(i) => args
+            .get(i + 1)
+            .map(|v| Some(v.as_str()))
+            .ok_or_else(|| format!("{flag} needs a value")),
+    }
+}
+
+fn flag_value(args: &[String], flag: &str) -> Result<Option<u32>> {
+    flag_str(args, flag)?
+        .map(|value| {
             value
                 .parse()
-                .map(Some)
                 .map_err(|_| format!("{flag} takes a whole number, not {value:?}"))
-        }
-    }
+        })
+        .transpose()
 }
 
 fn bench(args: &[String]) -> Result<()> {

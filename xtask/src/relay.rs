@@ -34,15 +34,11 @@ pub const READY_LINE: &str = "xtask-relay ready";
 
 /// `xtask relay --listen ADDR --to ADDR`: relays every connection to `ADDR` until killed.
 pub fn serve(args: &[String]) -> Result<()> {
-    let addr = |flag: &str| {
-        let at = args.iter().position(|a| a == flag);
-        at.and_then(|i| args.get(i + 1))
-            .cloned()
-            .ok_or_else(|| format!("relay needs {flag} ADDR"))
-    };
+    let addr =
+        |flag: &str| crate::flag_str(args, flag)?.ok_or_else(|| format!("relay needs {flag} ADDR"));
     let (listen, to) = (addr("--listen")?, addr("--to")?);
     let listener =
-        TcpListener::bind(&listen).map_err(|e| format!("relay cannot listen on {listen}: {e}"))?;
+        TcpListener::bind(listen).map_err(|e| format!("relay cannot listen on {listen}: {e}"))?;
     println!("{READY_LINE} listen={listen} to={to}");
     std::io::stdout()
         .flush()
@@ -61,7 +57,7 @@ pub fn serve(args: &[String]) -> Result<()> {
             eprintln!("relay: over {RELAY_CONNECTIONS_MAX} connections; closing a new one");
             continue;
         }
-        let server = match TcpStream::connect(&to) {
+        let server = match TcpStream::connect(to) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("relay: cannot connect to {to}: {e}");
