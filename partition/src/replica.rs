@@ -147,9 +147,11 @@ pub struct WriteOutcome {
     /// The raft index of the entry that carried the write: the version of every item it
     /// wrote.
     pub version: u64,
-    /// For a put or a delete, whether an item was there before; for a batch, whether any of
-    /// its keys had one.
-    pub existed: bool,
+    /// Whether an item was there before (for a batch: under any of its keys), where the
+    /// write had to look: a delete, a conditional write, or a batch holding a delete. `None`
+    /// for an unconditional put or a batch of them: their answer does not say, and the look
+    /// is a second descent of the tree per key (7 % of a node's profile under YCSB-A).
+    pub existed: Option<bool>,
 }
 
 /// One page of a query.
@@ -1323,37 +1325,45 @@ async fn apply_command<S: PageStore>(
             }
         }
     }
+    // Only a delete's answer and a condition need what is stored now; an unconditional put
+    // overwrites without looking, and a later command of the same apply batch still sees
+    // its version through `overlay`.
+    let look = writes
+        .iter()
+        .any(|(_, value, condition)| value.is_none() || *condition != Condition::None);
     let mut tree_keys = Vec::with_capacity(writes.len());
     let mut existed = false;
     for (key, _, condition) in &writes {
         let tk = keys::item_key(key);
-        let current = match overlay.get(&tk) {
-            Some(v) => *v,
-            None => {
-                let found = tree.get_with(&tk, |v| v.map(keys::value_version)).await?;
-                match found {
-                    None => None,
-                    Some(Some(v)) => Some(v),
-                    Some(None) => {
-                        return Err(ReplicaError::Corrupt(
-                            "a stored value is shorter than its version".into(),
-                        ))
+        if look {
+            let current = match overlay.get(&tk) {
+                Some(v) => *v,
+                None => {
+                    let found = tree.get_with(&tk, |v| v.map(keys::value_version)).await?;
+                    match found {
+                        None => None,
+                        Some(Some(v)) => Some(v),
+                        Some(None) => {
+                            return Err(ReplicaError::Corrupt(
+                                "a stored value is shorter than its version".into(),
+                            ))
+                        }
                     }
                 }
+            };
+            let holds = match condition {
+                Condition::None => true,
+                Condition::IfAbsent => current.is_none(),
+                Condition::IfPresent => current.is_some(),
+                Condition::IfVersion(v) => current == Some(*v),
+            };
+            if !holds {
+                return Ok(Err(proto::Error::ConditionFailed {
+                    current_version: current,
+                }));
             }
-        };
-        let holds = match condition {
-            Condition::None => true,
-            Condition::IfAbsent => current.is_none(),
-            Condition::IfPresent => current.is_some(),
-            Condition::IfVersion(v) => current == Some(*v),
-        };
-        if !holds {
-            return Ok(Err(proto::Error::ConditionFailed {
-                current_version: current,
-            }));
+            existed |= current.is_some();
         }
-        existed |= current.is_some();
         tree_keys.push(tk);
     }
     for ((_, value, _), tk) in writes.iter().zip(tree_keys) {
@@ -1370,7 +1380,7 @@ async fn apply_command<S: PageStore>(
     }
     Ok(Ok(WriteOutcome {
         version: index,
-        existed,
+        existed: look.then_some(existed),
     }))
 }
 

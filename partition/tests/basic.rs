@@ -23,7 +23,7 @@ fn write_then_read_then_restart() {
         async move { r.write(&put("a", "1", "x", Condition::None)).await }
     });
     let WriteOutcome { version, existed } = out.expect("write applies");
-    assert!(!existed);
+    assert_eq!(existed, None, "an unconditional put does not look");
     let item = node.block_on({
         let r = r.clone();
         async move { r.get(&Key::new("a", "1")).await }

@@ -53,7 +53,7 @@ fn checkpoint(node: &Node, i: usize, budget: usize) -> u64 {
 fn conditions_are_checked_at_apply_and_versions_are_log_indexes() {
     let node = Node::new(7, 1);
     let v1 = write(&node, 0, put("p", "s", b"1", Condition::IfAbsent)).unwrap();
-    assert!(!v1.existed);
+    assert_eq!(v1.existed, Some(false));
     assert_eq!(
         write(&node, 0, put("p", "s", b"x", Condition::IfAbsent)),
         Err(proto::Error::ConditionFailed {
@@ -76,7 +76,7 @@ fn conditions_are_checked_at_apply_and_versions_are_log_indexes() {
         put("p", "s", b"2", Condition::IfVersion(v1.version)),
     )
     .unwrap();
-    assert!(v2.existed);
+    assert_eq!(v2.existed, Some(true));
     assert!(v2.version > v1.version, "versions grow with the log");
     let item = get(&node, 0, "p", "s").unwrap();
     assert_eq!(
@@ -90,9 +90,13 @@ fn conditions_are_checked_at_apply_and_versions_are_log_indexes() {
         })
     );
     let gone = write(&node, 0, del("p", "other", Condition::None)).unwrap();
-    assert!(!gone.existed, "deleting nothing is not an error");
+    assert_eq!(
+        gone.existed,
+        Some(false),
+        "deleting nothing is not an error"
+    );
     let d = write(&node, 0, del("p", "s", Condition::IfVersion(v2.version))).unwrap();
-    assert!(d.existed && d.version > v2.version);
+    assert!(d.existed == Some(true) && d.version > v2.version);
     assert_eq!(get(&node, 0, "p", "s"), None);
     assert_eq!(
         write(&node, 0, put("p", "s", b"3", Condition::IfPresent)),

@@ -295,9 +295,13 @@ impl Shard {
                     condition: d.condition,
                 };
                 let outcome = self.local(id)?.replica.write(&command).await?;
+                debug_assert!(
+                    outcome.existed.is_some(),
+                    "a delete looks at what it deletes"
+                );
                 Ok(Response::Deleted {
                     version: outcome.version,
-                    existed: outcome.existed,
+                    existed: outcome.existed == Some(true),
                 })
             }
             Request::Get(g) => {
