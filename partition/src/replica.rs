@@ -214,6 +214,10 @@ pub struct ReplicaStats {
     pub checkpoints: u64,
     /// Hard states written again only because the old one held the WAL's oldest segment.
     pub hard_state_rewrites: u64,
+    /// Hard states not written because only their commit index changed: open clamps the
+    /// commit index into `[applied, last index]` (DESIGN.md), so it need not be durable, and
+    /// writing it cost a second WAL write per write at low load.
+    pub hard_states_skipped: u64,
     /// Proposals in flight now.
     pub in_flight: usize,
     /// Their command bytes.
@@ -258,6 +262,9 @@ struct State {
     kicked: bool,
     hs_next_counter: u64,
     hs_durable_counter: Option<u64>,
+    /// Term and vote of the newest hard state written (or recovered): a Ready's hard state
+    /// that differs from it only in its commit index is not written.
+    hs_written: (u64, u64),
     hs_rewrite_wanted: bool,
     /// The applied (index, term) the checkpoint in progress carries.
     checkpoint_covers: Option<(u64, u64)>,
@@ -411,6 +418,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
             voters: config.voters.clone(),
             ..Default::default()
         };
+        let (hs_term, hs_vote) = (hs.term, hs.vote);
         let log = LogStore::new(hs, conf_state, (applied_index, applied_term), entries);
         let raft_config = raft::Config {
             id: config.raft_id,
@@ -458,6 +466,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
                 kicked: true,
                 hs_next_counter,
                 hs_durable_counter: hs_next_counter.checked_sub(1).filter(|&c| c > 0),
+                hs_written: (hs_term, hs_vote),
                 hs_rewrite_wanted: false,
                 checkpoint_covers: None,
                 checkpointed_index: applied_index,
@@ -1162,6 +1171,7 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
             let mut st = self.state.borrow_mut();
             let c = st.hs_next_counter;
             st.hs_next_counter += 1;
+            st.hs_written = (hs.term, hs.vote);
             st.stats.wal_records += 1;
             c
         };
@@ -1188,9 +1198,14 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         let mut lsn = None;
         let mut hs_counter = None;
         if let Some(hs) = &work.hard_state {
-            let (l, c) = self.append_hard_state(hs).await?;
-            lsn = Some(l);
-            hs_counter = Some(c);
+            let commit_only = self.state.borrow().hs_written == (hs.term, hs.vote);
+            if commit_only {
+                self.state.borrow_mut().stats.hard_states_skipped += 1;
+            } else {
+                let (l, c) = self.append_hard_state(hs).await?;
+                lsn = Some(l);
+                hs_counter = Some(c);
+            }
         }
         let stream = self.config.partition.entries_stream();
         for (index, payload) in &work.entries {

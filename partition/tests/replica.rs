@@ -342,3 +342,31 @@ fn query_pages_follow_direction_bounds_and_limit() {
     assert_eq!(scan.items.len(), 11);
     assert_eq!(scan.resume, None);
 }
+
+#[test]
+fn a_hard_state_that_moves_only_its_commit_index_is_not_written() {
+    let node = Node::new(12, 1);
+    let first = write(&node, 0, put("p", "0", b"v0", Condition::None)).unwrap();
+    let before = node.replica(0).stats();
+    let n = 10u64;
+    let mut last = first.version;
+    for i in 1..=n {
+        let key = i.to_string();
+        last = write(&node, 0, put("p", &key, b"v", Condition::None))
+            .unwrap()
+            .version;
+    }
+    let after = node.replica(0).stats();
+    // One record per entry, none for the commit index each write moved.
+    assert_eq!(after.wal_records - before.wal_records, n);
+    assert!(after.hard_states_skipped - before.hard_states_skipped >= n);
+    // A restart finds every write, though no durable hard state names their commit, and
+    // the next write follows them.
+    let node = node.crash_and_restart();
+    for i in 0..=n {
+        let item = get(&node, 0, "p", &i.to_string()).expect("an acknowledged write");
+        assert_eq!(item.version, first.version + i);
+    }
+    let next = write(&node, 0, put("p", "next", b"v", Condition::None)).unwrap();
+    assert!(next.version > last);
+}
