@@ -520,10 +520,21 @@ pub(crate) struct Node {
     pub leaf: bool,
     pub buf: Vec<u8>,
     pub ents: Vec<Ent>,
-    /// Each key's first 8 bytes, big-endian, zero-padded (`key_head`), parallel to `ents`:
-    /// searches probe this dense array and mostly end there, without touching `ents` or
-    /// `buf` (a cache miss per probe otherwise).
+    /// Each key's first 8 bytes after the node's shared prefix (`skip`), big-endian,
+    /// zero-padded (`key_head`), parallel to `ents`: searches probe this dense array and
+    /// mostly end there, without touching `ents` or `buf` (a cache miss per probe
+    /// otherwise). A branch's first entry (the empty key) has head 0 and no part in the
+    /// prefix.
     pub heads: Vec<u64>,
+    /// How many leading bytes every key of the node shares (a branch's empty first key
+    /// aside), at most [`HEAD_PREFIX_BYTES_MAX`]: `heads` start after them. Keys of real
+    /// tables share long prefixes within a page (`user000000000000` under YCSB, a length
+    /// and `key:0000` under redis-benchmark), and heads of their first 8 bytes were all
+    /// equal, which sent every search through `ents` and `buf`.
+    skip: u8,
+    /// The shared prefix's bytes (the first `skip` of them), kept here so that a search
+    /// checks a key against it without touching `buf`.
+    prefix: [u8; HEAD_PREFIX_BYTES_MAX],
     pub kids: Vec<u64>,
     /// Bytes this node takes when encoded, header included.
     pub disk: usize,
@@ -552,6 +563,13 @@ const NODE_COPY_HEADROOM_BYTES: usize = 2048;
 /// Entries a copied node keeps room for (see [`NODE_COPY_HEADROOM_BYTES`]): a put adds
 /// one, a split's separator one.
 const NODE_COPY_HEADROOM_ENTRIES: usize = 2;
+
+/// The longest shared key prefix a node's heads skip (see `Node::skip`). Kept in the node
+/// itself so that a search never leaves the node's header to check it. 64 bytes cover an
+/// item key's tag, hash and length (19 bytes) with a partition key of up to 45 bytes, so
+/// that the items of one partition key (a query's range) are told apart by their heads;
+/// keys that share more than this within a page search less well, never wrongly.
+pub(crate) const HEAD_PREFIX_BYTES_MAX: usize = 64;
 
 impl Clone for Node {
     /// A copy for a write: without the garbage of replaced cells, and with room for the cell
@@ -616,7 +634,113 @@ impl Node {
             kid_cache: KidCache::default(),
             stale: std::cell::Cell::new(false),
             garbage: 0,
+            skip: 0,
+            prefix: [0; HEAD_PREFIX_BYTES_MAX],
         }
+    }
+
+    /// The first entry whose key takes part in the shared prefix: a branch's first key is
+    /// empty.
+    #[inline]
+    fn first_keyed(&self) -> usize {
+        usize::from(!self.leaf)
+    }
+
+    /// `key`'s head in this node: its 8 bytes after the shared prefix, or, when it does not
+    /// start with that prefix, whether it sorts before or after every key of the node.
+    #[inline]
+    fn head_in(&self, key: &[u8]) -> Result<u64, std::cmp::Ordering> {
+        let skip = self.skip as usize;
+        if skip == 0 {
+            return Ok(key_head(key));
+        }
+        let n = skip.min(key.len());
+        match key[..n].cmp(&self.prefix[..n]) {
+            std::cmp::Ordering::Equal if n == skip => Ok(key_head(&key[skip..])),
+            // A proper prefix of the shared prefix sorts before every key that has it.
+            std::cmp::Ordering::Equal => Err(std::cmp::Ordering::Less),
+            o => Err(o),
+        }
+    }
+
+    /// Shrinks the shared prefix, if needed, so that it covers `key` too, then recomputes
+    /// the heads (a key from outside the prefix is rare: keys land in the node of their
+    /// range).
+    fn admit_prefix(&mut self, key: &[u8]) {
+        let skip = self.skip as usize;
+        if skip == 0 || (key.len() >= skip && key[..skip] == self.prefix[..skip]) {
+            return;
+        }
+        let common = key
+            .iter()
+            .zip(&self.prefix[..skip])
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.set_skip(common);
+    }
+
+    /// Sets the shared prefix to the longest one its keys allow (bounded by
+    /// [`HEAD_PREFIX_BYTES_MAX`]) and recomputes the heads. For a node built whole: a
+    /// decoded page, a split's halves, a merge.
+    fn reprefix(&mut self) {
+        let (first, n) = (self.first_keyed(), self.len());
+        let common = if n > first {
+            let (a, b) = (self.key(first), self.key(n - 1));
+            a.iter().zip(b).take_while(|(x, y)| x == y).count()
+        } else {
+            0
+        };
+        self.set_skip(common.min(HEAD_PREFIX_BYTES_MAX));
+    }
+
+    /// Makes the first `skip` bytes of the keys the shared prefix (they must share them)
+    /// and recomputes every head.
+    fn set_skip(&mut self, skip: usize) {
+        debug_assert!(skip <= HEAD_PREFIX_BYTES_MAX);
+        let first = self.first_keyed();
+        if skip > 0 {
+            let e = self.ents[first];
+            let from = e.off as usize;
+            self.prefix[..skip].copy_from_slice(&self.buf[from..from + skip]);
+        }
+        self.skip = skip as u8;
+        let Node {
+            buf, ents, heads, ..
+        } = self;
+        heads.clear();
+        heads.extend(ents.iter().enumerate().map(|(i, e)| {
+            if i < first {
+                0
+            } else {
+                let at = e.off as usize;
+                key_head(&buf[at + skip..at + e.klen as usize])
+            }
+        }));
+    }
+
+    /// Checks the heads and the shared prefix against the keys (for the tree's invariant
+    /// checks).
+    pub fn check_heads(&self) -> Result<(), &'static str> {
+        let skip = self.skip as usize;
+        if self.heads.len() != self.len() {
+            return Err("key heads disagree with the keys");
+        }
+        for i in 0..self.len() {
+            let key = self.key(i);
+            if i < self.first_keyed() {
+                if self.heads[i] != 0 {
+                    return Err("a branch's first head is not 0");
+                }
+                continue;
+            }
+            if key.len() < skip || key[..skip] != self.prefix[..skip] {
+                return Err("a key lacks its node's shared prefix");
+            }
+            if self.heads[i] != key_head(&key[skip..]) {
+                return Err("key heads disagree with the keys");
+            }
+        }
+        Ok(())
     }
 
     #[inline]
@@ -649,7 +773,11 @@ impl Node {
     /// Leaf: Ok(i) if key i equals `key`, Err(i) where it would go.
     #[inline]
     pub fn search(&self, key: &[u8]) -> Result<usize, usize> {
-        let h = key_head(key);
+        let h = match self.head_in(key) {
+            Ok(h) => h,
+            Err(std::cmp::Ordering::Less) => return Err(0),
+            Err(_) => return Err(self.len()),
+        };
         let lo = self.heads.partition_point(|&x| x < h);
         // Keys with the same head (a shared 8-byte prefix): compare them whole.
         let hi = lo + self.heads[lo..].partition_point(|&x| x == h);
@@ -671,7 +799,11 @@ impl Node {
     /// Branch: the child whose range holds `key` (the last separator <= key).
     #[inline]
     pub fn child_index(&self, key: &[u8]) -> usize {
-        let h = key_head(key);
+        let h = match self.head_in(key) {
+            Ok(h) => h,
+            Err(std::cmp::Ordering::Less) => return 0,
+            Err(_) => return self.len() - 1,
+        };
         let heads = &self.heads[1..];
         let lo = heads.partition_point(|&x| x < h);
         let hi = lo + heads[lo..].partition_point(|&x| x == h);
@@ -725,8 +857,8 @@ impl Node {
                     .map(|f| (f, self.ents[i].vlen as usize));
                 let old_disk = self.ent_disk(i, page);
                 self.garbage += key.len() + self.val_raw(i).len();
+                // The same key: its head stays.
                 let off = self.push_bytes(key, stored);
-                self.heads[i] = key_head(key);
                 self.ents[i] = Ent {
                     off,
                     vlen: vlen as u32,
@@ -738,8 +870,9 @@ impl Node {
                 (false, old)
             }
             Err(i) => {
+                self.admit_prefix(key);
                 let off = self.push_bytes(key, stored);
-                self.heads.insert(i, key_head(key));
+                self.heads.insert(i, key_head(&key[self.skip as usize..]));
                 self.ents.insert(
                     i,
                     Ent {
@@ -789,8 +922,16 @@ impl Node {
 
     /// Branch: inserts separator `key` with child `kid` at position i.
     pub fn branch_insert(&mut self, page: usize, i: usize, key: &[u8], kid: u64) {
+        // Only a new root gets a first entry, its empty key, while it has no others.
+        debug_assert!(i > 0 || (key.is_empty() && self.len() == 0));
+        let head = if i == 0 {
+            0
+        } else {
+            self.admit_prefix(key);
+            key_head(&key[self.skip as usize..])
+        };
         let off = self.push_bytes(key, &[]);
-        self.heads.insert(i, key_head(key));
+        self.heads.insert(i, head);
         self.ents.insert(
             i,
             Ent {
@@ -809,6 +950,8 @@ impl Node {
         let stored = other.val_raw(i);
         let off = self.push_bytes(key, stored);
         let e = other.ents[i];
+        // The node is being built with no shared prefix; its builder calls `reprefix`.
+        debug_assert_eq!(self.skip, 0);
         self.heads.push(key_head(key));
         self.ents.push(Ent {
             off,
@@ -836,6 +979,9 @@ impl Node {
     /// empty for the caller.
     fn compacted(&self, headroom_bytes: usize, headroom_entries: usize) -> Node {
         let mut n = Node::new(self.leaf);
+        // The same keys: the same shared prefix (the caller moves the heads over).
+        n.skip = self.skip;
+        n.prefix = self.prefix;
         n.buf
             .reserve_exact(self.buf.len() - self.garbage + headroom_bytes);
         n.ents.reserve_exact(self.len() + headroom_entries);
@@ -881,6 +1027,8 @@ impl Node {
             let ko = (!self.leaf && i == at).then_some(&[][..]);
             right.push_ent_from(page, self, i, ko);
         }
+        left.reprefix();
+        right.reprefix();
         *self = left;
         (sep, right)
     }
@@ -895,6 +1043,7 @@ impl Node {
             let ko = (!self.leaf && i == 0).then_some(sep);
             m.push_ent_from(page, right, i, ko);
         }
+        m.reprefix();
         m
     }
 
@@ -1004,7 +1153,6 @@ impl Node {
                     };
                     let off = n.push_bytes(&key, &stored);
                     let flags = if ovf { FLAG_OVERFLOW_VALUE } else { 0 };
-                    n.heads.push(key_head(&key));
                     n.ents.push(Ent {
                         off,
                         vlen: vlen as u32,
@@ -1019,7 +1167,6 @@ impl Node {
                 for (k, kid) in cells {
                     let key = take_key(k)?;
                     let off = n.push_bytes(&key, &[]);
-                    n.heads.push(key_head(&key));
                     n.ents.push(Ent {
                         off,
                         vlen: 0,
@@ -1041,6 +1188,7 @@ impl Node {
         if n.disk > page {
             return Err(bad("cells overflow the page"));
         }
+        n.reprefix();
         Ok(n)
     }
 
@@ -1065,4 +1213,142 @@ pub(crate) fn key_head(key: &[u8]) -> u64 {
 pub fn shortest_separator<'a>(left: &[u8], right: &'a [u8]) -> &'a [u8] {
     let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
     &right[..(common + 1).min(right.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Keys that share long prefixes, and some that break them: a prefix from a short list
+    /// (one longer than `HEAD_PREFIX_BYTES_MAX`) and a few bytes from a small alphabet.
+    fn key() -> impl Strategy<Value = Vec<u8>> {
+        let long = vec![b'p'; HEAD_PREFIX_BYTES_MAX + 9];
+        key_from(vec![
+            Vec::new(),
+            b"a".to_vec(),
+            b"user0000000000000".to_vec(),
+            long,
+        ])
+    }
+
+    /// Keys that mostly share one long prefix, as a page's keys do.
+    fn family_key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            9 => key_from(vec![b"user0000000000000".to_vec()]),
+            1 => key(),
+        ]
+    }
+
+    fn key_from(prefixes: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::sample::select(prefixes),
+            proptest::collection::vec(
+                proptest::sample::select(vec![0u8, 1, b'0', b'9', 255]),
+                0..12,
+            ),
+        )
+            .prop_map(|(mut p, s)| {
+                p.extend(s);
+                p
+            })
+    }
+
+    fn linear_search(keys: &[Vec<u8>], k: &[u8]) -> Result<usize, usize> {
+        match keys.iter().position(|x| x.as_slice() >= k) {
+            Some(i) if keys[i] == k => Ok(i),
+            Some(i) => Err(i),
+            None => Err(keys.len()),
+        }
+    }
+
+    fn keys_of(n: &Node) -> Vec<Vec<u8>> {
+        (0..n.len()).map(|i| n.key(i).to_vec()).collect()
+    }
+
+    fn check_leaf(n: &Node, probes: &[Vec<u8>]) -> Result<(), TestCaseError> {
+        prop_assert_eq!(n.check_heads(), Ok(()));
+        let keys = keys_of(n);
+        for p in probes.iter().chain(&keys) {
+            prop_assert_eq!(n.search(p), linear_search(&keys, p), "probe {:?}", p);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// A leaf's search, through every change of its shared prefix, agrees with a linear
+        /// search of its keys; so does a branch's `child_index` built from them.
+        #[test]
+        fn searches_agree_with_a_linear_search(
+            ops in proptest::collection::vec((key(), any::<bool>()), 1..120),
+            probes in proptest::collection::vec(key(), 0..40),
+        ) {
+            searches_agree(&ops, &probes)?;
+        }
+
+        /// The same, for keys that mostly share a long prefix (the common case, where the
+        /// node has one), probed with keys from outside it too.
+        #[test]
+        fn searches_agree_with_a_linear_search_within_a_prefix(
+            ops in proptest::collection::vec((family_key(), any::<bool>()), 1..120),
+            probes in proptest::collection::vec(key(), 0..40),
+        ) {
+            searches_agree(&ops, &probes)?;
+        }
+    }
+
+    fn searches_agree(ops: &[(Vec<u8>, bool)], probes: &[Vec<u8>]) -> Result<(), TestCaseError> {
+        {
+            let page = 64 * 1024;
+            let mut n = Node::new(true);
+            for (k, put) in ops {
+                if *put || n.len() == 0 {
+                    n.leaf_put(page, k, b"v", 1, false);
+                } else if let Ok(i) = n.search(k) {
+                    n.remove(i, page);
+                }
+                check_leaf(&n, probes)?;
+            }
+            check_leaf(&n.clone(), probes)?;
+            if n.len() >= 2 {
+                let mut left = n.clone();
+                let (_, right) = left.split(page);
+                check_leaf(&left, probes)?;
+                check_leaf(&right, probes)?;
+                check_leaf(&left.merged(page, &[], &right), probes)?;
+            }
+            // A branch over the same keys (child i holds keys from separator i on), given
+            // its shared prefix from the first half of them; the rest, inserted in the
+            // order the operations named them, may break it.
+            let keys = keys_of(&n);
+            let mut b = Node::new(false);
+            b.branch_insert(page, 0, &[], 0);
+            let half = keys.len() / 2;
+            for (i, k) in keys.iter().enumerate().take(half).skip(1) {
+                b.branch_insert(page, i, k, 0);
+            }
+            b.reprefix();
+            prop_assert_eq!(b.check_heads(), Ok(()));
+            for (k, _) in ops {
+                let have = keys_of(&b);
+                if keys[half..].contains(k) && !have[1..].contains(k) {
+                    let at = have[1..]
+                        .iter()
+                        .filter(|x| x.as_slice() < k.as_slice())
+                        .count();
+                    b.branch_insert(page, 1 + at, k, 0);
+                    prop_assert_eq!(b.check_heads(), Ok(()));
+                }
+            }
+            let seps = keys_of(&b);
+            for p in probes.iter().chain(&keys) {
+                let want = seps[1..]
+                    .iter()
+                    .filter(|k| k.as_slice() <= p.as_slice())
+                    .count();
+                prop_assert_eq!(b.child_index(p), want, "probe {:?}", p);
+            }
+        }
+        Ok(())
+    }
 }

@@ -1388,11 +1388,7 @@ impl<S: PageStore> Tree<S> {
             if id != self.root && node.len() == 0 {
                 return Err(inv(Some(id), "non-root node without entries"));
             }
-            if node.heads.len() != node.len()
-                || (0..node.len()).any(|i| node.heads[i] != page::key_head(node.key(i)))
-            {
-                return Err(inv(Some(id), "key heads disagree with the keys"));
-            }
+            node.check_heads().map_err(|why| inv(Some(id), why))?;
             if node.leaf != (level == 1) {
                 return Err(inv(Some(id), "leaves not all at the same depth"));
             }

@@ -35,7 +35,8 @@
 //!
 //! Extra flags (only when running `cargo bench -p devices --bench btree -- ...` directly):
 //! `--engines redb,lmdb` and `--cases bulk_insert,random_get` to run a subset (later cases
-//! need `bulk_insert` first), `--items N` to override the item count. To profile one engine:
+//! need `bulk_insert` first), `--items N` to override the item count, `--keys ycsb` for keys
+//! as YCSB makes them (`user` and 20 digits: long shared prefixes). To profile one engine:
 //! `perf record -g -- target/release/deps/btree-<hash> --engines percore --cases
 //! bulk_insert,random_get`, then `perf report --pid <the random_get child>` (perf follows the
 //! children).
@@ -89,7 +90,14 @@ struct Params {
     /// slices per engine, the engines taking turns, so that the machine's drift (other
     /// tenants' CPU and disk load) falls on every engine alike.
     slices: u64,
+    /// Keys as YCSB and `percore-perf` make them (`--keys ycsb`): `user` and the item's index
+    /// in 20 zero-padded digits, so that every key shares a long prefix with its neighbours.
+    /// Otherwise (`hashed`, the default) a key starts with 8 bytes of hash.
+    ycsb_keys: bool,
 }
+
+/// Whether `key` makes YCSB-style keys (set once per process from [`Params::ycsb_keys`]).
+static YCSB_KEYS: AtomicBool = AtomicBool::new(false);
 
 impl Params {
     fn new(quick: bool, items: Option<u64>) -> Params {
@@ -101,6 +109,7 @@ impl Params {
                 commits: 300,
                 warmup_commits: 20,
                 slices: 4,
+                ycsb_keys: false,
             }
         } else {
             Params {
@@ -110,6 +119,7 @@ impl Params {
                 commits: 2_000,
                 warmup_commits: 50,
                 slices: 8,
+                ycsb_keys: false,
             }
         };
         if let Some(items) = items {
@@ -120,8 +130,14 @@ impl Params {
 
     fn to_arg(self) -> String {
         format!(
-            "{},{},{},{},{},{}",
-            self.items, self.gets, self.scans, self.commits, self.warmup_commits, self.slices
+            "{},{},{},{},{},{},{}",
+            self.items,
+            self.gets,
+            self.scans,
+            self.commits,
+            self.warmup_commits,
+            self.slices,
+            u64::from(self.ycsb_keys)
         )
     }
 
@@ -130,7 +146,7 @@ impl Params {
             .split(',')
             .map(|x| x.parse::<u64>())
             .collect::<std::result::Result<_, _>>()?;
-        if v.len() != 6 {
+        if v.len() != 7 {
             return Err(format!("bad params {s:?}").into());
         }
         Ok(Params {
@@ -140,6 +156,7 @@ impl Params {
             commits: v[3],
             warmup_commits: v[4],
             slices: v[5],
+            ycsb_keys: v[6] == 1,
         })
     }
 }
@@ -154,10 +171,20 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The key of item `i`: a hash prefix (random order), the index (uniqueness), more hash.
+/// The key of item `i`: a hash prefix (random order), the index (uniqueness), more hash; or,
+/// with `--keys ycsb`, `user` and the index in 20 digits.
 fn key(i: u64) -> [u8; KEY_LEN] {
-    let h = splitmix64(i ^ KEY_SEED);
     let mut k = [0u8; KEY_LEN];
+    if YCSB_KEYS.load(Ordering::Relaxed) {
+        k[..4].copy_from_slice(b"user");
+        let mut n = i;
+        for digit in k[4..].iter_mut().rev() {
+            *digit = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        return k;
+    }
+    let h = splitmix64(i ^ KEY_SEED);
     k[..8].copy_from_slice(&h.to_be_bytes());
     k[8..16].copy_from_slice(&i.to_be_bytes());
     k[16..].copy_from_slice(&splitmix64(h).to_be_bytes());
@@ -788,6 +815,7 @@ fn child(spec: &str) -> Result<()> {
         return Err(format!("bad child spec {spec:?}").into());
     };
     let p = Params::from_arg(params)?;
+    YCSB_KEYS.store(p.ycsb_keys, Ordering::Relaxed);
     let dir = PathBuf::from(dir).join(engine);
     std::fs::create_dir_all(&dir)?;
     let (engine, case) = (engine.to_string(), case.to_string());
@@ -830,8 +858,14 @@ impl Row {
 
     fn json(&self, p: &Params) -> String {
         let mut s = format!(
-            "{{\"bench\":\"btree\",\"case\":\"{}\",\"engine\":\"{}\",\"setup\":\"{}\",\"items\":{},\"key_bytes\":{},\"value_bytes\":{}",
-            self.case, self.engine, SETUP, p.items, KEY_LEN, VALUE_LEN
+            "{{\"bench\":\"btree\",\"case\":\"{}\",\"engine\":\"{}\",\"setup\":\"{}\",\"items\":{},\"key_bytes\":{},\"keys\":\"{}\",\"value_bytes\":{}",
+            self.case,
+            self.engine,
+            SETUP,
+            p.items,
+            KEY_LEN,
+            if p.ycsb_keys { "ycsb" } else { "hashed" },
+            VALUE_LEN
         );
         for (k, v) in &self.fields {
             s.push_str(&format!(",\"{k}\":{v}"));
@@ -1050,7 +1084,14 @@ fn parent(args: &[String]) -> Result<()> {
         None => CASES.to_vec(),
     };
     let items = value_of("--items").map(|s| s.parse::<u64>()).transpose()?;
-    let p = Params::new(quick, items);
+    let mut p = Params::new(quick, items);
+    p.ycsb_keys = match value_of("--keys").as_deref() {
+        None | Some("hashed") => false,
+        Some("ycsb") => true,
+        Some(other) => {
+            return Err(format!("unknown key style {other:?}; known: hashed, ycsb").into())
+        }
+    };
     let exe = std::env::current_exe()?;
     let dir = tempfile::Builder::new()
         .prefix("percore-btree-bench-")
