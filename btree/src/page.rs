@@ -1063,7 +1063,9 @@ impl Node {
             + self.ents.capacity() * std::mem::size_of::<Ent>()
             + self.heads.capacity() * 8
             + self.kids.capacity() * 8
-            + 64
+            // The node itself (its inline key prefix included) and the `Rc` around it.
+            + std::mem::size_of::<Node>()
+            + 2 * std::mem::size_of::<usize>()
     }
 
     /// Encodes into `out` (one page). `long_runs[j]` is the first overflow page of the j-th
