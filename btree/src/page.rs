@@ -999,20 +999,18 @@ impl Node {
         n
     }
 
-    /// Splits an overfull node near its byte midpoint. Returns the separator (the first key
-    /// of the right half, shortened for leaves) and the right half.
-    pub fn split(&mut self, page: usize) -> (Vec<u8>, Node) {
+    /// Splits an overfull node near its byte midpoint, or, when `appended` (its last entry
+    /// was just added at the end: keys arriving in order), just before that entry, so that
+    /// the left node stays full and an in-order load fills its pages instead of leaving
+    /// them half empty. Returns the separator (the first key of the right half, shortened
+    /// for leaves) and the right half.
+    pub fn split(&mut self, page: usize, appended: bool) -> (Vec<u8>, Node) {
         let n = self.len();
-        let half = (self.disk - PAGE_HEADER_BYTES) / 2;
-        let mut acc = 0;
-        let mut at = n - 1;
-        for i in 0..n {
-            acc += self.ent_disk(i, page);
-            if acc >= half {
-                at = (i + 1).min(n - 1).max(1);
-                break;
-            }
-        }
+        let at = if appended && n >= 2 && self.disk - self.ent_disk(n - 1, page) <= page {
+            n - 1
+        } else {
+            self.midpoint(page)
+        };
         let mut left = Node::new(self.leaf);
         let mut right = Node::new(self.leaf);
         for i in 0..at {
@@ -1031,6 +1029,20 @@ impl Node {
         right.reprefix();
         *self = left;
         (sep, right)
+    }
+
+    /// The entry a split starts its right half at: the first past half the node's bytes.
+    fn midpoint(&self, page: usize) -> usize {
+        let n = self.len();
+        let half = (self.disk - PAGE_HEADER_BYTES) / 2;
+        let mut acc = 0;
+        for i in 0..n {
+            acc += self.ent_disk(i, page);
+            if acc >= half {
+                return (i + 1).min(n - 1).max(1);
+            }
+        }
+        n - 1
     }
 
     /// Appends `right` after this node; for branches `sep` becomes right's first key.
@@ -1314,7 +1326,7 @@ mod tests {
             check_leaf(&n.clone(), probes)?;
             if n.len() >= 2 {
                 let mut left = n.clone();
-                let (_, right) = left.split(page);
+                let (_, right) = left.split(page, false);
                 check_leaf(&left, probes)?;
                 check_leaf(&right, probes)?;
                 check_leaf(&left.merged(page, &[], &right), probes)?;

@@ -738,15 +738,22 @@ impl<S: PageStore> Tree<S> {
             self.free_run(first, len);
         }
         let mut id = leaf;
+        // Whether the entry just added to `id` is its last: keys arriving in order, whose
+        // split keeps the left node full.
+        let mut appended = added && {
+            let n = self.sh.cached_node(leaf).expect("writable");
+            n.key(n.len() - 1) == key
+        };
         loop {
             if self.sh.cached_node(id).expect("writable").disk <= page {
                 return Ok(());
             }
-            let (sep, right) = self.with_mut(id, |n| n.split(page));
+            let (sep, right) = self.with_mut(id, |n| n.split(page, appended));
             let rid = self.new_node(right);
             match path.pop() {
                 Some((pid, idx)) => {
                     self.with_mut(pid, |p| p.branch_insert(page, idx + 1, &sep, rid));
+                    appended = idx + 2 == self.sh.cached_node(pid).expect("writable").len();
                     id = pid;
                 }
                 None => {

@@ -283,3 +283,35 @@ fn a_shrunk_small_tree_whose_meta_slots_rot_is_an_error_not_a_new_empty_tree() {
         ));
     });
 }
+
+#[test]
+fn an_in_order_load_fills_its_pages() {
+    block_on(async {
+        // The same items, loaded in key order and out of it: split at the end of a node when
+        // its last entry was just appended, an in-order load leaves its pages full, where
+        // splitting at the midpoint left every page but the last half empty.
+        let config = Config::test_min();
+        let mut pages = Vec::new();
+        for scramble in [false, true] {
+            let mut t = new_tree(&config);
+            for j in 0..5000u32 {
+                let i = if scramble {
+                    j.wrapping_mul(7919) % 5000
+                } else {
+                    j
+                };
+                t.put(format!("key{i:08}").as_bytes(), &[1u8; 40])
+                    .await
+                    .unwrap();
+            }
+            t.checkpoint().await.unwrap();
+            t.check_invariants().await.unwrap();
+            pages.push(t.store().page_count());
+        }
+        let (in_order, scrambled) = (pages[0], pages[1]);
+        assert!(
+            in_order * 4 < scrambled * 3,
+            "in order {in_order} pages, out of order {scrambled}"
+        );
+    });
+}
