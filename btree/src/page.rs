@@ -663,20 +663,15 @@ impl Node {
         }
     }
 
-    /// Shrinks the shared prefix, if needed, so that it covers `key` too, then recomputes
-    /// the heads (a key from outside the prefix is rare: keys land in the node of their
-    /// range).
-    fn admit_prefix(&mut self, key: &[u8]) {
+    /// The head of `key`, about to be inserted: shrinks the shared prefix first, if needed,
+    /// so that it covers `key` too, which recomputes every head (a key from outside the
+    /// prefix is rare: keys land in the node of their range).
+    fn admit(&mut self, key: &[u8]) -> u64 {
         let skip = self.skip as usize;
-        if skip == 0 || (key.len() >= skip && key[..skip] == self.prefix[..skip]) {
-            return;
+        if skip > 0 && !(key.len() >= skip && key[..skip] == self.prefix[..skip]) {
+            self.set_skip(common_prefix_len(key, &self.prefix[..skip]));
         }
-        let common = key
-            .iter()
-            .zip(&self.prefix[..skip])
-            .take_while(|(a, b)| a == b)
-            .count();
-        self.set_skip(common);
+        key_head(&key[self.skip as usize..])
     }
 
     /// Sets the shared prefix to the longest one its keys allow (bounded by
@@ -685,8 +680,7 @@ impl Node {
     fn reprefix(&mut self) {
         let (first, n) = (self.first_keyed(), self.len());
         let common = if n > first {
-            let (a, b) = (self.key(first), self.key(n - 1));
-            a.iter().zip(b).take_while(|(x, y)| x == y).count()
+            common_prefix_len(self.key(first), self.key(n - 1))
         } else {
             0
         };
@@ -870,9 +864,9 @@ impl Node {
                 (false, old)
             }
             Err(i) => {
-                self.admit_prefix(key);
+                let head = self.admit(key);
                 let off = self.push_bytes(key, stored);
-                self.heads.insert(i, key_head(&key[self.skip as usize..]));
+                self.heads.insert(i, head);
                 self.ents.insert(
                     i,
                     Ent {
@@ -924,12 +918,7 @@ impl Node {
     pub fn branch_insert(&mut self, page: usize, i: usize, key: &[u8], kid: u64) {
         // Only a new root gets a first entry, its empty key, while it has no others.
         debug_assert!(i > 0 || (key.is_empty() && self.len() == 0));
-        let head = if i == 0 {
-            0
-        } else {
-            self.admit_prefix(key);
-            key_head(&key[self.skip as usize..])
-        };
+        let head = if i == 0 { 0 } else { self.admit(key) };
         let off = self.push_bytes(key, &[]);
         self.heads.insert(i, head);
         self.ents.insert(
@@ -950,9 +939,8 @@ impl Node {
         let stored = other.val_raw(i);
         let off = self.push_bytes(key, stored);
         let e = other.ents[i];
-        // The node is being built with no shared prefix; its builder calls `reprefix`.
-        debug_assert_eq!(self.skip, 0);
-        self.heads.push(key_head(key));
+        // No head: the node is being built whole, and its builder's `reprefix` computes
+        // every head once the prefix is known.
         self.ents.push(Ent {
             off,
             vlen: e.vlen,
@@ -1225,8 +1213,13 @@ pub(crate) fn key_head(key: &[u8]) -> u64 {
 
 /// The shortest key s with left < s <= right (suffix truncation for leaf separators).
 pub fn shortest_separator<'a>(left: &[u8], right: &'a [u8]) -> &'a [u8] {
-    let common = left.iter().zip(right).take_while(|(a, b)| a == b).count();
+    let common = common_prefix_len(left, right);
     &right[..(common + 1).min(right.len())]
+}
+
+/// How many leading bytes `a` and `b` share.
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 #[cfg(test)]

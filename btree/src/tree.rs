@@ -7,6 +7,7 @@ use crate::page::{self, Node, PageView, NO_PAGE};
 use crate::shared::{Cached, Shared, State};
 use crate::store::PageStore;
 use crate::Config;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
@@ -738,22 +739,25 @@ impl<S: PageStore> Tree<S> {
             self.free_run(first, len);
         }
         let mut id = leaf;
-        // Whether the entry just added to `id` is its last: keys arriving in order, whose
-        // split keeps the left node full.
-        let mut appended = added && {
-            let n = self.sh.cached_node(leaf).expect("writable");
-            n.key(n.len() - 1) == key
-        };
+        // The key just added to `id` (none when the put replaced a value): if it is the
+        // node's last, keys are arriving in order and the split keeps the left node full.
+        let mut added_key = added.then_some(Cow::Borrowed(key));
         loop {
-            if self.sh.cached_node(id).expect("writable").disk <= page {
-                return Ok(());
-            }
+            let appended = {
+                let node = self.sh.cached_node(id).expect("writable");
+                if node.disk <= page {
+                    return Ok(());
+                }
+                added_key
+                    .as_deref()
+                    .is_some_and(|k| node.key(node.len() - 1) == k)
+            };
             let (sep, right) = self.with_mut(id, |n| n.split(page, appended));
             let rid = self.new_node(right);
             match path.pop() {
                 Some((pid, idx)) => {
                     self.with_mut(pid, |p| p.branch_insert(page, idx + 1, &sep, rid));
-                    appended = idx + 2 == self.sh.cached_node(pid).expect("writable").len();
+                    added_key = Some(Cow::Owned(sep));
                     id = pid;
                 }
                 None => {
