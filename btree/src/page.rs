@@ -719,6 +719,9 @@ impl Node {
         if self.heads.len() != self.len() {
             return Err("key heads disagree with the keys");
         }
+        if skip > 0 && self.len() <= self.first_keyed() {
+            return Err("a node without keys has a shared prefix");
+        }
         for i in 0..self.len() {
             let key = self.key(i);
             if i < self.first_keyed() {
@@ -896,6 +899,10 @@ impl Node {
         self.ents.remove(i);
         if !self.leaf {
             self.kids.remove(i);
+        }
+        if self.len() <= self.first_keyed() {
+            // No key left to share a prefix: the next one, whatever it is, must fit.
+            self.skip = 0;
         }
         self.maybe_compact();
         old
@@ -1304,17 +1311,53 @@ mod tests {
         }
     }
 
+    /// A node whose keys all left keeps no prefix: the next key, sharing only part of the
+    /// old one, goes in (for a leaf, and for a branch down to its empty first key).
+    #[test]
+    fn an_emptied_node_takes_any_key() {
+        let page = 4096;
+        let mut leaf = Node::new(true);
+        for k in [&b"user01"[..], b"user02"] {
+            leaf.leaf_put(page, k, b"v", 1, false);
+        }
+        leaf.reprefix();
+        while leaf.len() > 0 {
+            leaf.remove(0, page);
+        }
+        leaf.leaf_put(page, b"user10", b"v", 1, false);
+        assert_eq!(leaf.check_heads(), Ok(()));
+        assert_eq!(leaf.search(b"user10"), Ok(0));
+
+        let mut branch = Node::new(false);
+        branch.branch_insert(page, 0, &[], 0);
+        branch.branch_insert(page, 1, b"user01", 1);
+        branch.branch_insert(page, 2, b"user02", 2);
+        branch.reprefix();
+        branch.branch_remove(page, 2);
+        branch.branch_remove(page, 1);
+        branch.branch_insert(page, 1, b"user10", 3);
+        assert_eq!(branch.check_heads(), Ok(()));
+        assert_eq!(branch.child_index(b"user10"), 1);
+        assert_eq!(branch.child_index(b"user0"), 0);
+    }
+
     fn searches_agree(ops: &[(Vec<u8>, bool)], probes: &[Vec<u8>]) -> Result<(), TestCaseError> {
         {
             let page = 64 * 1024;
             let mut n = Node::new(true);
-            for (k, put) in ops {
+            for (j, (k, put)) in ops.iter().enumerate() {
                 if *put || n.len() == 0 {
                     n.leaf_put(page, k, b"v", 1, false);
                 } else if let Ok(i) = n.search(k) {
                     n.remove(i, page);
                 }
                 check_leaf(&n, probes)?;
+                // Now and then, as a page read back or a split's half: the longest prefix
+                // its keys allow, which later puts and removes then work from.
+                if j % 8 == 7 {
+                    n.reprefix();
+                    check_leaf(&n, probes)?;
+                }
             }
             check_leaf(&n.clone(), probes)?;
             if n.len() >= 2 {
