@@ -36,6 +36,13 @@ use glommio::net::{TcpListener, TcpStream};
 /// brings whole frames without holding much memory per connection.
 pub const SOCKET_READ_BYTES: usize = 64 * 1024;
 
+/// Bytes of answers after which a connection stops taking the frames it has read and writes
+/// what is ready. A client that sends many requests at once (a router carrying the
+/// pipelines of many clients) then gets its first answers while the rest are served, so its
+/// work on them overlaps this core's instead of waiting for the whole read's answers; one
+/// write per 16 KiB of answers costs little beside the answers' own work.
+pub const ANSWER_CHUNK_BYTES: usize = 16 * 1024;
+
 /// A daemon's bounds on its connections (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerLimits {
@@ -467,8 +474,12 @@ pub async fn serve_connection<S: Service>(
             reading = false;
         }
 
-        // Take whole frames while under the in-flight bound.
-        while reading && outbox.in_flight.get() < limits.requests_in_flight_per_connection_max {
+        // Take whole frames while under the in-flight bound, and, while the socket is free to
+        // take a write, only until a chunk of answers is ready (see `ANSWER_CHUNK_BYTES`).
+        while reading
+            && outbox.in_flight.get() < limits.requests_in_flight_per_connection_max
+            && (written < writing.len() || outbox.bytes.borrow().len() < ANSWER_CHUNK_BYTES)
+        {
             match reader.next_frame() {
                 Ok(Some(frame)) => {
                     progressed = true;
