@@ -445,31 +445,112 @@ impl Router {
         Ok(groups)
     }
 
+    /// The keys of `batch`, grouped by the node core the cache names for their partitions
+    /// (`None`: no usable leader), each group's keys by partition: `(hash, positions)`.
+    async fn group_by_owner<'k>(
+        &self,
+        table: &str,
+        keys: impl Iterator<Item = &'k Key>,
+    ) -> Result<OwnerGroups, Error> {
+        let mut groups: OwnerGroups = BTreeMap::new();
+        for (i, key) in keys.enumerate() {
+            let hash = proto::partition_key_hash(&key.partition);
+            let route = self.route(table, hash, None).await?;
+            let partitions = groups.entry(route.leader).or_default();
+            let start = route.route.start();
+            match partitions.iter_mut().find(|p| p.0 == start) {
+                Some(p) => p.2.push(i),
+                None => partitions.push((start, hash, vec![i])),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// A batch get: one request per node core holding some of its keys (a pipeline of GETs
+    /// over one node's partitions costs it one frame, not one per partition), each sent
+    /// again partition by partition if that core refuses it (a partition moved: its new
+    /// route is then looked up as for any request). A lone part is awaited without a task.
     async fn batch_get(self: &Rc<Self>, batch: proto::BatchGet) -> Result<Response, Error> {
-        let groups = self
-            .group_by_partition(&batch.table, batch.keys.iter())
-            .await?;
+        let groups = self.group_by_owner(&batch.table, batch.keys.iter()).await?;
         let mut keys: Vec<Option<Key>> = batch.keys.into_iter().map(Some).collect();
         let mut parts = Vec::with_capacity(groups.len());
-        for (_, (hash, positions)) in groups {
-            let part = proto::BatchGet {
-                table: batch.table.clone(),
-                keys: positions
-                    .iter()
-                    .map(|&i| keys[i].take().expect("one group per key"))
-                    .collect(),
-                consistency: batch.consistency,
-            };
+        for (addr, partitions) in groups {
+            let by_partition: Vec<(u128, Vec<Key>)> = partitions
+                .into_iter()
+                .map(|(_, hash, positions)| {
+                    let part = positions
+                        .iter()
+                        .map(|&i| keys[i].take().expect("one group per key"))
+                        .collect();
+                    (hash, part)
+                })
+                .collect();
             let router = self.clone();
-            parts.push(spawn_part(async move {
-                let table = part.table.clone();
-                router.forward(&table, hash, Request::BatchGet(part)).await
-            }));
+            let table = batch.table.clone();
+            let consistency = batch.consistency;
+            parts.push(async move {
+                router
+                    .batch_get_owner(&table, consistency, addr, by_partition)
+                    .await
+            });
         }
         let mut items = Vec::new();
         let mut unprocessed = Vec::new();
-        for part in parts {
-            match part.await? {
+        let mut answers = Vec::with_capacity(parts.len());
+        if parts.len() == 1 {
+            answers.push(parts.pop().expect("one part").await);
+        } else {
+            let tasks: Vec<_> = parts.into_iter().map(spawn_part).collect();
+            for task in tasks {
+                answers.push(task.await);
+            }
+        }
+        for answer in answers {
+            let (i, u) = answer?;
+            items.extend(i);
+            unprocessed.extend(u);
+        }
+        Ok(Response::BatchItems { items, unprocessed })
+    }
+
+    /// The part of a batch get whose partitions the cache places on the core at `addr`:
+    /// one request if there are several, else (or after a refusal) one per partition
+    /// through [`Router::forward`] and its retries.
+    async fn batch_get_owner(
+        self: &Rc<Self>,
+        table: &str,
+        consistency: proto::Consistency,
+        addr: Option<SocketAddr>,
+        by_partition: Vec<(u128, Vec<Key>)>,
+    ) -> Result<(Vec<proto::Item>, Vec<Key>), Error> {
+        if let (Some(addr), true) = (addr, by_partition.len() > 1) {
+            let request = Request::BatchGet(proto::BatchGet {
+                table: table.to_string(),
+                keys: by_partition.iter().flat_map(|(_, k)| k.clone()).collect(),
+                consistency,
+            });
+            let frame = proto::encode_request(0, &request, 0);
+            let (header, payload) = frame.split_at(HEADER_BYTES);
+            let header: &[u8; HEADER_BYTES] = header.try_into().expect("a whole header");
+            bump(&self.stats.forwarded);
+            if let Ok(answer) = self.nodes.call(addr, header, payload, true).await {
+                if let Ok(Response::BatchItems { items, unprocessed }) =
+                    proto::decode_checked_response(&answer)
+                {
+                    return Ok((items, unprocessed));
+                }
+            }
+            // Refused or failed (a read: safe to send again): partition by partition.
+        }
+        let mut items = Vec::new();
+        let mut unprocessed = Vec::new();
+        for (hash, keys) in by_partition {
+            let part = Request::BatchGet(proto::BatchGet {
+                table: table.to_string(),
+                keys,
+                consistency,
+            });
+            match self.forward(table, hash, part).await? {
                 Response::BatchItems {
                     items: i,
                     unprocessed: u,
@@ -480,7 +561,7 @@ impl Router {
                 other => return Err(unexpected_answer("BatchGet", &other)),
             }
         }
-        Ok(Response::BatchItems { items, unprocessed })
+        Ok((items, unprocessed))
     }
 
     async fn batch_write(self: &Rc<Self>, batch: proto::BatchWrite) -> Result<Response, Error> {
@@ -538,11 +619,13 @@ impl Router {
 }
 
 /// Runs a batch part as its own task so that the parts go out at once.
-fn spawn_part(
-    f: impl std::future::Future<Output = Result<Response, Error>> + 'static,
-) -> glommio::Task<Result<Response, Error>> {
+fn spawn_part<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> glommio::Task<T> {
     glommio::spawn_local(f)
 }
+
+/// A batch's keys by the node core the cache names (`None`: no usable leader), then by
+/// partition: `(route start, a hash in it, the keys' positions in the batch)`.
+type OwnerGroups = BTreeMap<Option<SocketAddr>, Vec<(u128, u128, Vec<usize>)>>;
 
 /// The wait before retry number `attempt` (1 for the first).
 pub fn backoff(attempt: u32) -> Duration {
