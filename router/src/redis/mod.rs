@@ -201,7 +201,20 @@ type KeyValue = (Vec<u8>, Vec<u8>);
 /// replies in order. GETs of one table go together as batch gets and plain SETs of one
 /// table as batch writes ([`exec::execute_gets`], [`exec::execute_sets`]) when there are at
 /// least two of them; every other command runs as a task of its own.
-async fn run_group<S: Store>(store: &S, group: Vec<(Op, resp::encode::Version)>) -> Vec<Vec<u8>> {
+async fn run_group<S: Store>(
+    store: &S,
+    mut group: Vec<(Op, resp::encode::Version)>,
+) -> Vec<Vec<u8>> {
+    // A lone command (every command of an unpipelined client) runs in this task: a task of
+    // its own would cost a spawn, a copy of its future and a wake-up, and run nothing
+    // beside it.
+    if group.len() == 1 {
+        let (op, version) = group.pop().expect("one command");
+        return vec![match op {
+            Op::Reply(bytes) => bytes,
+            op => exec::execute(store.clone(), op, version).await,
+        }];
+    }
     /// Where a command's reply comes from: answered at once, its own task, or position `i`
     /// of a batch task's replies.
     enum From {
@@ -264,6 +277,18 @@ async fn run_group<S: Store>(store: &S, group: Vec<(Op, resp::encode::Version)>)
             }
             _ => unreachable!("only GETs and SETs are batched"),
         }
+    }
+    // A group that is one batch and nothing else (a pipeline of GETs, or of SETs) runs it in
+    // this task too.
+    if batched.len() == 1 && from.iter().all(|f| matches!(f, From::Batch(..))) {
+        let (is_get, table) = batched.into_iter().next().expect("one batch");
+        return if is_get {
+            let list = std::mem::take(&mut batch_gets[0]);
+            exec::execute_gets(store.clone(), table, list).await
+        } else {
+            let list = std::mem::take(&mut batch_sets[0]);
+            exec::execute_sets(store.clone(), table, list).await
+        };
     }
     let tasks: Vec<glommio::Task<Vec<Vec<u8>>>> = batched
         .into_iter()
