@@ -158,8 +158,7 @@ impl Router {
     /// and decodes the answer.
     async fn forward(&self, table: &str, hash: u128, request: Request) -> Result<Response, Error> {
         let frame = proto::encode_request(0, &request, 0);
-        let (header, payload) = frame.split_at(HEADER_BYTES);
-        let header: &[u8; HEADER_BYTES] = header.try_into().expect("a whole header");
+        let (header, payload) = split_frame(&frame);
         let answer = self
             .forward_frame(table, hash, header, payload, request.is_idempotent())
             .await?;
@@ -425,28 +424,8 @@ impl Router {
         self.forward(&table, hash, Request::Scan(scan)).await
     }
 
-    /// Groups positions by the partition holding their key (the partition's start hash and
-    /// one hash inside it, to route the part by).
-    async fn group_by_partition<'k>(
-        &self,
-        table: &str,
-        keys: impl Iterator<Item = &'k Key>,
-    ) -> Result<BTreeMap<u128, (u128, Vec<usize>)>, Error> {
-        let mut groups: BTreeMap<u128, (u128, Vec<usize>)> = BTreeMap::new();
-        for (i, key) in keys.enumerate() {
-            let hash = proto::partition_key_hash(&key.partition);
-            let route = self.route(table, hash, None).await?;
-            groups
-                .entry(route.route.start())
-                .or_insert_with(|| (hash, Vec::new()))
-                .1
-                .push(i);
-        }
-        Ok(groups)
-    }
-
-    /// The keys of `batch`, grouped by the node core the cache names for their partitions
-    /// (`None`: no usable leader), each group's keys by partition: `(hash, positions)`.
+    /// Positions of `keys`, grouped by the node core the cache names for their partitions
+    /// (`None`: no usable leader), then by partition (see [`OwnerGroups`]).
     async fn group_by_owner<'k>(
         &self,
         table: &str,
@@ -521,17 +500,22 @@ impl Router {
         table: &str,
         consistency: proto::Consistency,
         addr: Option<SocketAddr>,
-        by_partition: Vec<(u128, Vec<Key>)>,
+        mut by_partition: Vec<(u128, Vec<Key>)>,
     ) -> Result<(Vec<proto::Item>, Vec<Key>), Error> {
         if let (Some(addr), true) = (addr, by_partition.len() > 1) {
+            // The keys move into the merged request; the partitions' shares are kept as
+            // counts, to cut them out again if it is refused.
+            let counts: Vec<(u128, usize)> = by_partition
+                .iter()
+                .map(|(hash, keys)| (*hash, keys.len()))
+                .collect();
             let request = Request::BatchGet(proto::BatchGet {
                 table: table.to_string(),
-                keys: by_partition.iter().flat_map(|(_, k)| k.clone()).collect(),
+                keys: by_partition.into_iter().flat_map(|(_, k)| k).collect(),
                 consistency,
             });
             let frame = proto::encode_request(0, &request, 0);
-            let (header, payload) = frame.split_at(HEADER_BYTES);
-            let header: &[u8; HEADER_BYTES] = header.try_into().expect("a whole header");
+            let (header, payload) = split_frame(&frame);
             bump(&self.stats.forwarded);
             if let Ok(answer) = self.nodes.call(addr, header, payload, true).await {
                 if let Ok(Response::BatchItems { items, unprocessed }) =
@@ -541,6 +525,14 @@ impl Router {
                 }
             }
             // Refused or failed (a read: safe to send again): partition by partition.
+            let Request::BatchGet(merged) = request else {
+                unreachable!("built as a batch get")
+            };
+            let mut keys = merged.keys.into_iter();
+            by_partition = counts
+                .into_iter()
+                .map(|(hash, n)| (hash, keys.by_ref().take(n).collect()))
+                .collect();
         }
         let mut items = Vec::new();
         let mut unprocessed = Vec::new();
@@ -565,13 +557,15 @@ impl Router {
     }
 
     async fn batch_write(self: &Rc<Self>, batch: proto::BatchWrite) -> Result<Response, Error> {
+        // Writes go partition by partition (a refused part is then only that partition's),
+        // whichever core holds each.
         let groups = self
-            .group_by_partition(&batch.table, batch.writes.iter().map(|w| w.key()))
+            .group_by_owner(&batch.table, batch.writes.iter().map(|w| w.key()))
             .await?;
         let total = batch.writes.len();
         let mut writes: Vec<Option<proto::WriteOp>> = batch.writes.into_iter().map(Some).collect();
-        let mut parts = Vec::with_capacity(groups.len());
-        for (_, (hash, positions)) in groups {
+        let mut parts = Vec::new();
+        for (_, hash, positions) in groups.into_values().flatten() {
             let part = proto::BatchWrite {
                 table: batch.table.clone(),
                 writes: positions
@@ -616,6 +610,12 @@ impl Router {
                 .collect(),
         })
     }
+}
+
+/// A request frame's header and payload, as [`NodePool::call`] takes them.
+fn split_frame(frame: &[u8]) -> (&[u8; HEADER_BYTES], &[u8]) {
+    let (header, payload) = frame.split_at(HEADER_BYTES);
+    (header.try_into().expect("a whole header"), payload)
 }
 
 /// Runs a batch part as its own task so that the parts go out at once.

@@ -280,29 +280,22 @@ async fn run_group<S: Store>(
     }
     // A group that is one batch and nothing else (a pipeline of GETs, or of SETs) runs it in
     // this task too.
-    if batched.len() == 1 && from.iter().all(|f| matches!(f, From::Batch(..))) {
-        let (is_get, table) = batched.into_iter().next().expect("one batch");
-        return if is_get {
-            let list = std::mem::take(&mut batch_gets[0]);
-            exec::execute_gets(store.clone(), table, list).await
-        } else {
-            let list = std::mem::take(&mut batch_sets[0]);
-            exec::execute_sets(store.clone(), table, list).await
-        };
-    }
-    let tasks: Vec<glommio::Task<Vec<Vec<u8>>>> = batched
+    let mut batches = batched
         .into_iter()
         .enumerate()
         .map(|(id, (is_get, table))| {
-            if is_get {
-                let list = std::mem::take(&mut batch_gets[id]);
-                glommio::spawn_local(exec::execute_gets(store.clone(), table, list))
-            } else {
-                let list = std::mem::take(&mut batch_sets[id]);
-                glommio::spawn_local(exec::execute_sets(store.clone(), table, list))
-            }
-        })
-        .collect();
+            run_batch(
+                store.clone(),
+                is_get,
+                table,
+                std::mem::take(&mut batch_gets[id]),
+                std::mem::take(&mut batch_sets[id]),
+            )
+        });
+    if batches.len() == 1 && from.iter().all(|f| matches!(f, From::Batch(..))) {
+        return batches.next().expect("one batch").await;
+    }
+    let tasks: Vec<glommio::Task<Vec<Vec<u8>>>> = batches.map(glommio::spawn_local).collect();
     let mut batch_replies: Vec<Vec<Vec<u8>>> = Vec::with_capacity(tasks.len());
     for task in tasks {
         batch_replies.push(task.await);
@@ -316,6 +309,21 @@ async fn run_group<S: Store>(
         });
     }
     replies
+}
+
+/// The replies of one batch of [`run_group`]: its GETs (`is_get`) or its plain SETs.
+async fn run_batch<S: Store>(
+    store: S,
+    is_get: bool,
+    table: String,
+    gets: Vec<(Vec<u8>, resp::encode::Version)>,
+    sets: Vec<KeyValue>,
+) -> Vec<Vec<u8>> {
+    if is_get {
+        exec::execute_gets(store, table, gets).await
+    } else {
+        exec::execute_sets(store, table, sets).await
+    }
 }
 
 /// Serves one Redis connection until the client closes it or sends QUIT, draining starts,
