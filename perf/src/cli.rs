@@ -100,6 +100,13 @@ pub struct ConnectionArgs {
     /// generator's own cost per request and how closely it keeps its schedule.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run the generator's cores under the real-time policy SCHED_FIFO at this priority
+    /// (1 to 99). Other tasks on their CPUs (background daemons, kernel threads) then cannot
+    /// hold up a request's send or the reading of its answer, which otherwise shows in the
+    /// tail as the store's latency. Only for CPUs the generator has to itself: while it
+    /// has work, nothing of normal priority runs there. Needs root or CAP_SYS_NICE.
+    #[arg(long, value_name = "PRIORITY", value_parser = clap::value_parser!(u8).range(1..=99))]
+    pub realtime_priority: Option<u8>,
 }
 
 /// The records and their keys.
@@ -387,13 +394,16 @@ impl ConnectionArgs {
         if self.dry_run {
             setup.push_str(", dry run");
         }
+        if let Some(priority) = self.realtime_priority {
+            setup.push_str(&format!(", SCHED_FIFO {priority}"));
+        }
         setup
     }
 
     /// Starts the generator's cores, each connected to the node (or to nothing: --dry-run).
     fn start(&self) -> Result<Generator, PerfError> {
         if self.dry_run {
-            return Generator::start(&self.cores, NullFactory);
+            return Generator::start(&self.cores, self.realtime_priority, NullFactory);
         }
         let mut config = client::ClientConfig::new(self.addrs.clone());
         config.connections = self.connections;
@@ -401,6 +411,7 @@ impl ConnectionArgs {
         config.max_attempts = self.max_attempts;
         Generator::start(
             &self.cores,
+            self.realtime_priority,
             ClientFactory {
                 config,
                 table: self.table.clone(),
@@ -1062,5 +1073,20 @@ mod tests {
             .contains("item limit"));
         assert!(Cli::try_parse_from(["percore-perf", "run", "--cores", "1-0"]).is_err());
         assert!(Cli::try_parse_from(["percore-perf", "run", "--workload", "g"]).is_err());
+        for priority in ["0", "100"] {
+            let line = ["percore-perf", "run", "--realtime-priority", priority];
+            assert!(Cli::try_parse_from(line).is_err(), "{priority} was taken");
+        }
+    }
+
+    #[test]
+    fn a_realtime_priority_is_named_in_the_setup() {
+        let cli = Cli::try_parse_from(["percore-perf", "run", "--realtime-priority", "1"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.connection.realtime_priority, Some(1));
+        let labels = args.measure.labels(&args.connection, "max".into());
+        assert_eq!(labels.setup, "load cores 0, 4 connections, SCHED_FIFO 1");
     }
 }

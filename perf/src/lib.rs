@@ -67,6 +67,13 @@ pub enum PerfError {
         /// What went wrong.
         message: String,
     },
+    /// A core could not take the real-time priority asked of it (`--realtime-priority`).
+    Priority {
+        /// The core's index.
+        core_index: usize,
+        /// What went wrong and what to do.
+        message: String,
+    },
     /// A core's executor ended unexpectedly (it panicked, or could not start).
     CoreExited {
         /// The core's index.
@@ -105,6 +112,10 @@ impl fmt::Display for PerfError {
                     "generator core {core_index} could not connect: {message}"
                 )
             }
+            PerfError::Priority {
+                core_index,
+                message,
+            } => write!(f, "generator core {core_index}: {message}"),
             PerfError::CoreExited { core_index } => {
                 write!(
                     f,

@@ -86,6 +86,11 @@ enum Command {
 }
 
 enum Event {
+    /// The core could not take the real-time priority it was given.
+    PriorityRefused {
+        core_index: usize,
+        message: String,
+    },
     Connected {
         core_index: usize,
         result: Result<(), String>,
@@ -176,9 +181,13 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Starts one executor per core and connects each core's target; returns once all are
-    /// connected.
-    pub fn start<F: TargetFactory>(cores: &Cores, factory: F) -> Result<Generator, PerfError> {
+    /// Starts one executor per core, under SCHED_FIFO at `realtime_priority` if given, and
+    /// connects each core's target; returns once all are connected.
+    pub fn start<F: TargetFactory>(
+        cores: &Cores,
+        realtime_priority: Option<u8>,
+        factory: F,
+    ) -> Result<Generator, PerfError> {
         let count = cores.count();
         if count == 0 || count > CORES_MAX {
             return Err(PerfError::Config(format!(
@@ -198,7 +207,18 @@ impl Generator {
             let executor = LocalExecutorBuilder::new(cores.placement(core_index))
                 .name(&format!("perf-{core_index}"))
                 .io_memory(EXECUTOR_IO_MEMORY_BYTES)
-                .spawn(move || core_main(factory, core_index, count, commands, events))
+                .spawn(move || {
+                    core_main(
+                        factory,
+                        CoreStart {
+                            core_index,
+                            core_count: count,
+                            realtime_priority,
+                        },
+                        commands,
+                        events,
+                    )
+                })
                 .map_err(|error| PerfError::Executor {
                     core_index,
                     message: error.to_string(),
@@ -216,6 +236,15 @@ impl Generator {
                     result: Err(message),
                 } => {
                     return Err(PerfError::Connect {
+                        core_index,
+                        message,
+                    })
+                }
+                Event::PriorityRefused {
+                    core_index,
+                    message,
+                } => {
+                    return Err(PerfError::Priority {
                         core_index,
                         message,
                     })
@@ -369,7 +398,9 @@ impl Generator {
                 }
                 Event::Done(outcome) => outcomes.push(outcome),
                 Event::Exited { core_index } => return Err(PerfError::CoreExited { core_index }),
-                Event::Connected { .. } | Event::TableCreated(_) => {}
+                Event::Connected { .. }
+                | Event::PriorityRefused { .. }
+                | Event::TableCreated(_) => {}
             }
         }
         // The cores' last, partial intervals.
@@ -390,17 +421,53 @@ impl Generator {
 }
 
 /// The life of one core: connect, then serve commands until the generator goes away.
-async fn core_main<F: TargetFactory>(
-    factory: F,
+/// Where a core sits among the generator's cores, and how it is scheduled.
+struct CoreStart {
     core_index: usize,
     core_count: usize,
+    realtime_priority: Option<u8>,
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority`; the error says what to do.
+fn take_realtime_priority(priority: u8) -> Result<(), String> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: pid 0 names the calling thread, and `param` lives across the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    Err(format!(
+        "cannot run under SCHED_FIFO at priority {priority}: {error}; run as root, give the \
+         binary CAP_SYS_NICE, raise RLIMIT_RTPRIO, or leave out --realtime-priority"
+    ))
+}
+
+async fn core_main<F: TargetFactory>(
+    factory: F,
+    start: CoreStart,
     commands: Receiver<Command>,
     events: Sender<Event>,
 ) {
+    let CoreStart {
+        core_index,
+        core_count,
+        realtime_priority,
+    } = start;
     let _exit = ExitGuard {
         events: events.clone(),
         core_index,
     };
+    if let Some(priority) = realtime_priority {
+        if let Err(message) = take_realtime_priority(priority) {
+            let _ = events.send(Event::PriorityRefused {
+                core_index,
+                message,
+            });
+            return;
+        }
+    }
     let target = match factory.connect(core_index, core_count).await {
         Ok(target) => Rc::new(target),
         Err(message) => {

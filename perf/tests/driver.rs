@@ -97,7 +97,7 @@ fn a_stall_is_charged_to_every_request_it_delays() {
         stall_at: 300,
         stall: Duration::from_millis(200),
     };
-    let mut generator = Generator::start(&Cores::Unbound(1), factory).unwrap();
+    let mut generator = Generator::start(&Cores::Unbound(1), None, factory).unwrap();
     let mut intervals = Vec::new();
     let outcome = generator
         .run(
@@ -170,7 +170,7 @@ impl TargetFactory for HangFactory {
 
 #[test]
 fn requests_that_never_leave_or_never_return_are_errors() {
-    let mut generator = Generator::start(&Cores::Unbound(1), HangFactory).unwrap();
+    let mut generator = Generator::start(&Cores::Unbound(1), None, HangFactory).unwrap();
     let mut run = spec(Workload::A, Some(1_000.0), Duration::from_millis(200));
     run.in_flight_per_core = 4;
     let outcome = generator.run(&run, &mut |_| {}).unwrap();
@@ -271,7 +271,7 @@ impl TargetFactory for MemFactory {
 
 #[test]
 fn loaded_and_inserted_records_are_found_by_every_workload() {
-    let mut generator = Generator::start(&Cores::Unbound(1), MemFactory).unwrap();
+    let mut generator = Generator::start(&Cores::Unbound(1), None, MemFactory).unwrap();
     let layout = KeyLayout {
         records_per_partition_key: 10,
     };
@@ -331,7 +331,7 @@ fn loaded_and_inserted_records_are_found_by_every_workload() {
 
 #[test]
 fn as_fast_as_possible_keeps_the_slots_full() {
-    let mut generator = Generator::start(&Cores::Unbound(2), MemFactory).unwrap();
+    let mut generator = Generator::start(&Cores::Unbound(2), None, MemFactory).unwrap();
     let mut intervals = 0;
     let outcome = generator
         .run(
