@@ -984,12 +984,12 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         if let Some(c) = hs_durable {
             self.wal.release(p.hard_state_stream(), c);
         }
-        if self
-            .wal
-            .stats()
-            .held_by
-            .is_some_and(|(stream, _)| stream == p.hard_state_stream())
-        {
+        // Every partition whose newest hard state sits in the oldest segment writes it anew
+        // now, not only the first one the log names: one at a time, each waiting a
+        // checkpoint interval for its turn, they held the log for tens of seconds (43
+        // segments, 2.7 GiB, under YCSB-A at 110 K ops/s), and a rollover with no recycled
+        // segment left waits for a fresh one to be zero-filled.
+        if self.wal.holds_head(p.hard_state_stream()) {
             let mut st = self.state.borrow_mut();
             st.hs_rewrite_wanted = true;
             st.kick();
@@ -1105,8 +1105,13 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
             self.raft.borrow_mut().on_persist_ready(n);
         }
         let mut st = self.state.borrow_mut();
-        if hs_counter.is_some() {
-            st.hs_durable_counter = hs_counter;
+        if let Some(counter) = hs_counter {
+            st.hs_durable_counter = Some(counter);
+            // The newest durable hard state is the only one recovery reads (as at open):
+            // the older ones go now, so that a rewrite frees the oldest segment at once
+            // instead of at the next checkpoint.
+            self.wal
+                .release(self.config.partition.hard_state_stream(), counter);
         }
         st.outbox.extend(messages);
     }

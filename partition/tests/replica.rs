@@ -242,6 +242,45 @@ fn proposals_of_two_replicas_share_one_wal_write() {
 }
 
 #[test]
+fn every_partition_holding_the_oldest_segment_lets_go_in_one_checkpoint_round() {
+    let node = Node::new(13, 3);
+    // Replicas 1 and 2 write once, early, and then idle: their entries and hard states sit
+    // in the oldest segment while replica 0 fills the next ones.
+    write(&node, 1, put("idle", "", b"1", Condition::None)).unwrap();
+    write(&node, 2, put("idle", "", b"2", Condition::None)).unwrap();
+    let value = vec![5u8; 8 * 1024];
+    for i in 0..160 {
+        write(
+            &node,
+            0,
+            put("big", &format!("{i:03}"), &value, Condition::None),
+        )
+        .unwrap();
+    }
+    let held = node.wal.stats().segments_live;
+    assert!(held >= 4, "the writes span several segments: {held}");
+    // One round: each replica checkpoints once. Both idle ones find their hard state in the
+    // oldest segment and write it anew; the old one is released once the new one is
+    // durable, without waiting for another checkpoint.
+    for i in 0..3 {
+        checkpoint(&node, i, 64);
+    }
+    node.advance(100);
+    assert_eq!(node.replica(1).stats().hard_state_rewrites, 1);
+    assert_eq!(node.replica(2).stats().hard_state_rewrites, 1);
+    node.advance(100);
+    let after = node.wal.stats().segments_live;
+    assert!(
+        after <= 2,
+        "segments live after one round: {after} (was {held})"
+    );
+    let node = node.crash_and_restart();
+    assert_eq!(get(&node, 1, "idle", "").unwrap().value, b"1");
+    assert_eq!(get(&node, 2, "idle", "").unwrap().value, b"2");
+    assert_eq!(get(&node, 0, "big", "159").unwrap().value, value);
+}
+
+#[test]
 fn checkpoint_then_release_then_restart_recovers_exactly() {
     let node = Node::new(12, 2);
     let value = vec![3u8; 8 * 1024];

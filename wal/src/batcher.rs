@@ -580,6 +580,18 @@ impl Batcher {
             .collect()
     }
 
+    /// Whether `stream` is one of those that keep the oldest segment in the log: it has
+    /// records there that it has not released, and a later segment exists (without one the
+    /// oldest could not leave anyway). Every holder, not only the first [`BatcherStats::held_by`]
+    /// names, so that all of them can move their records on at once.
+    pub fn holds_head(&self, stream: u64) -> bool {
+        self.segments.len() >= 2
+            && self.segments[0]
+                .streams
+                .get(&stream)
+                .is_some_and(|(_, hi)| self.released.get(&stream).is_none_or(|b| hi >= b))
+    }
+
     /// Counters and gauges for metrics.
     pub fn stats(&self) -> BatcherStats {
         let mut stats = self.stats.clone();

@@ -321,6 +321,11 @@ impl<D: BlockDevice> Wal<D> {
         inner.wake_flusher();
     }
 
+    /// Whether `stream` keeps the oldest segment in the log (see [`Batcher::holds_head`]).
+    pub fn holds_head(&self, stream: u64) -> bool {
+        self.inner.borrow().batcher.holds_head(stream)
+    }
+
     /// Counters and gauges (records, batches, bytes written, segments, which stream holds
     /// the log back).
     pub fn stats(&self) -> BatcherStats {
