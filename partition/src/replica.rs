@@ -984,12 +984,13 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         if let Some(c) = hs_durable {
             self.wal.release(p.hard_state_stream(), c);
         }
-        // Every partition whose newest hard state sits in the oldest segment writes it anew
-        // now, not only the first one the log names: one at a time, each waiting a
-        // checkpoint interval for its turn, they held the log for tens of seconds (43
-        // segments, 2.7 GiB, under YCSB-A at 110 K ops/s), and a rollover with no recycled
-        // segment left waits for a fresh one to be zero-filled.
-        if self.wal.holds_head(p.hard_state_stream()) {
+        // A partition whose newest hard state sits in an older segment than the newest
+        // writes it anew now, whichever stream the log names as holding it back: when only
+        // the named one did, one at a time and each a checkpoint interval later than the
+        // one before, they held the log for tens of seconds (43 segments, 2.7 GiB, under
+        // YCSB-A at 110 K ops/s), and a rollover with no recycled segment left waits for a
+        // fresh one to be zero-filled.
+        if self.wal.holds_back(p.hard_state_stream()) {
             let mut st = self.state.borrow_mut();
             st.hs_rewrite_wanted = true;
             st.kick();

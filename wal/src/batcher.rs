@@ -580,16 +580,20 @@ impl Batcher {
             .collect()
     }
 
-    /// Whether `stream` is one of those that keep the oldest segment in the log: it has
-    /// records there that it has not released, and a later segment exists (without one the
-    /// oldest could not leave anyway). Every holder, not only the first [`BatcherStats::held_by`]
-    /// names, so that all of them can move their records on at once.
-    pub fn holds_head(&self, stream: u64) -> bool {
-        self.segments.len() >= 2
-            && self.segments[0]
+    /// Whether `stream` has records it has not released in a segment older than the newest:
+    /// records that keep, or will keep, a segment in the log after everything else in it
+    /// is released. Asked of any one stream, unlike [`BatcherStats::held_by`], which names
+    /// only the first holder of the oldest segment, so that every such stream can move on.
+    pub fn holds_back(&self, stream: u64) -> bool {
+        let Some(below) = self.segments.len().checked_sub(1) else {
+            return false;
+        };
+        self.segments.iter().take(below).any(|segment| {
+            segment
                 .streams
                 .get(&stream)
                 .is_some_and(|(_, hi)| self.released.get(&stream).is_none_or(|b| hi >= b))
+        })
     }
 
     /// Counters and gauges for metrics.

@@ -321,9 +321,10 @@ impl<D: BlockDevice> Wal<D> {
         inner.wake_flusher();
     }
 
-    /// Whether `stream` keeps the oldest segment in the log (see [`Batcher::holds_head`]).
-    pub fn holds_head(&self, stream: u64) -> bool {
-        self.inner.borrow().batcher.holds_head(stream)
+    /// Whether `stream` has unreleased records in a segment older than the newest (see
+    /// [`Batcher::holds_back`]).
+    pub fn holds_back(&self, stream: u64) -> bool {
+        self.inner.borrow().batcher.holds_back(stream)
     }
 
     /// Counters and gauges (records, batches, bytes written, segments, which stream holds
