@@ -21,8 +21,9 @@ const SETUP: &str = "server core 1, load core 0";
 /// The generator has its core to itself here, yet on this machine other tasks (an agent
 /// at nice -10, the kernel's DAMON thread) took that core for 1 to 9 ms a few times a
 /// second; every request due meanwhile went out late, and the open-loop figures charged
-/// the wait to the node (YCSB-C at 220 K reads/s: p99 1.3–1.7 ms at normal priority,
-/// 0.25–0.32 ms under SCHED_FIFO). The node itself stays at normal priority: under
+/// the wait to the node (YCSB-C at 220 K reads/s, three alternating rounds: p99 0.96–1.18
+/// ms at normal priority, 0.30–0.66 ms under SCHED_FIFO). The node itself stays at normal
+/// priority: under
 /// SCHED_FIFO it starved the kernel's flush worker on its CPU (YCSB-A max 67 K → 47 K).
 const LOAD_REALTIME_PRIORITY: u8 = 1;
 /// The table the benchmark and the demo use.
