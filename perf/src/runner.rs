@@ -420,7 +420,6 @@ impl Generator {
     }
 }
 
-/// The life of one core: connect, then serve commands until the generator goes away.
 /// Where a core sits among the generator's cores, and how it is scheduled.
 struct CoreStart {
     core_index: usize,
@@ -444,6 +443,8 @@ fn take_realtime_priority(priority: u8) -> Result<(), String> {
     ))
 }
 
+/// The life of one core: take its priority, connect, then serve commands until the
+/// generator goes away.
 async fn core_main<F: TargetFactory>(
     factory: F,
     start: CoreStart,
