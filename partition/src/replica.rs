@@ -212,7 +212,7 @@ pub struct ReplicaStats {
     pub apply_batches: u64,
     /// Checkpoints completed.
     pub checkpoints: u64,
-    /// Hard states written again only because the old one held the WAL's oldest segment.
+    /// Hard states written again only because the old one held an older WAL segment.
     pub hard_state_rewrites: u64,
     /// Hard states not written because only their commit index changed: open clamps the
     /// commit index into `[applied, last index]` (DESIGN.md), so it need not be durable, and
@@ -261,7 +261,6 @@ struct State {
     driver: Option<Waker>,
     kicked: bool,
     hs_next_counter: u64,
-    hs_durable_counter: Option<u64>,
     /// Term and vote of the newest hard state written (or recovered): a Ready's hard state
     /// that differs from it only in its commit index is not written.
     hs_written: (u64, u64),
@@ -465,7 +464,6 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
                 driver: None,
                 kicked: true,
                 hs_next_counter,
-                hs_durable_counter: hs_next_counter.checked_sub(1).filter(|&c| c > 0),
                 hs_written: (hs_term, hs_vote),
                 hs_rewrite_wanted: false,
                 checkpoint_covers: None,
@@ -970,20 +968,18 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
     }
 
     fn after_checkpoint(&self, index: u64, wrote: bool) {
-        let hs_durable = {
+        {
             let mut st = self.state.borrow_mut();
             st.checkpointed_index = st.checkpointed_index.max(index);
             if wrote {
                 st.stats.checkpoints += 1;
             }
-            st.hs_durable_counter
-        };
+        }
         self.log.compact(index);
         let p = self.config.partition;
+        // Only the entries: older hard states went as soon as a newer one was durable
+        // (`collect_persisted`, and at open).
         self.wal.release(p.entries_stream(), index + 1);
-        if let Some(c) = hs_durable {
-            self.wal.release(p.hard_state_stream(), c);
-        }
         // A partition whose newest hard state sits in an older segment than the newest
         // writes it anew now, whichever stream the log names as holding it back: when only
         // the named one did, one at a time and each a checkpoint interval later than the
@@ -1107,7 +1103,6 @@ impl<S: PageStore, D: BlockDevice> Replica<S, D> {
         }
         let mut st = self.state.borrow_mut();
         if let Some(counter) = hs_counter {
-            st.hs_durable_counter = Some(counter);
             // The newest durable hard state is the only one recovery reads (as at open):
             // the older ones go now, so that a rewrite frees the oldest segment at once
             // instead of at the next checkpoint.

@@ -53,7 +53,8 @@ use std::fmt;
 pub enum PerfError {
     /// A setting was unusable; the message says which and why.
     Config(String),
-    /// A core's executor could not be started (e.g. a CPU that does not exist).
+    /// A core's executor could not be started (e.g. a CPU that does not exist, or a
+    /// real-time priority it may not take).
     Executor {
         /// The core's index among the generator's cores.
         core_index: usize,
@@ -65,13 +66,6 @@ pub enum PerfError {
         /// The core's index.
         core_index: usize,
         /// What went wrong.
-        message: String,
-    },
-    /// A core could not take the real-time priority asked of it (`--realtime-priority`).
-    Priority {
-        /// The core's index.
-        core_index: usize,
-        /// What went wrong and what to do.
         message: String,
     },
     /// A core's executor ended unexpectedly (it panicked, or could not start).
@@ -112,10 +106,6 @@ impl fmt::Display for PerfError {
                     "generator core {core_index} could not connect: {message}"
                 )
             }
-            PerfError::Priority {
-                core_index,
-                message,
-            } => write!(f, "generator core {core_index}: {message}"),
             PerfError::CoreExited { core_index } => {
                 write!(
                     f,

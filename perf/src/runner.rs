@@ -244,7 +244,7 @@ impl Generator {
                     core_index,
                     message,
                 } => {
-                    return Err(PerfError::Priority {
+                    return Err(PerfError::Executor {
                         core_index,
                         message,
                     })

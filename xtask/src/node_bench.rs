@@ -23,8 +23,8 @@ const SETUP: &str = "server core 1, load core 0";
 /// second; every request due meanwhile went out late, and the open-loop figures charged
 /// the wait to the node (YCSB-C at 220 K reads/s, three alternating rounds: p99 0.96–1.18
 /// ms at normal priority, 0.30–0.66 ms under SCHED_FIFO). The node itself stays at normal
-/// priority: under
-/// SCHED_FIFO it starved the kernel's flush worker on its CPU (YCSB-A max 67 K → 47 K).
+/// priority: under SCHED_FIFO it starved the kernel's flush worker on its CPU (YCSB-A max
+/// 67 K → 47 K).
 const LOAD_REALTIME_PRIORITY: u8 = 1;
 /// The table the benchmark and the demo use.
 const TABLE: &str = "usertable";
@@ -200,10 +200,18 @@ pub fn bench(quick: bool, json: bool) -> Result<()> {
         &["--memory-budget", NODE_MEMORY_BUDGET, "--log-level", "warn"],
     )?;
     load(port, records)?;
+    let max_warmup_s = if quick { WARMUP_S } else { MAX_WARMUP_S };
     let mut table = Vec::new();
     for (workload, case) in [("a", "ycsb_a"), ("b", "ycsb_b"), ("c", "ycsb_c")] {
-        let warmup_s = if quick { WARMUP_S } else { MAX_WARMUP_S };
-        let max = phase_after(port, workload, None, records, warmup_s, seconds, &priority)?;
+        let max = phase_after(
+            port,
+            workload,
+            None,
+            records,
+            max_warmup_s,
+            seconds,
+            &priority,
+        )?;
         let max_rate = num(&max, "ops_per_s")?;
         let mut rows = vec![("max".to_owned(), max)];
         for pct in LOAD_FRACTIONS_PERCENT {
